@@ -1,0 +1,3 @@
+from research_runner.cli import main
+
+main()

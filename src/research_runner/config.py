@@ -1,0 +1,97 @@
+"""The one settings object, read from `RESEARCH_*` variables (and the API key's own variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from research_runner.constants import AGENTS, DEFAULT_AGENT
+from research_runner.exceptions import InvalidInput
+
+
+class Settings(BaseSettings):
+    """Everything the runner reads from its environment; built once, then passed in."""
+
+    model_config = SettingsConfigDict(env_prefix="RESEARCH_", extra="ignore", frozen=True)
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    broker_url: str = ""
+    reports_dir: Path = Path("reports")
+    gemini_base_url: str | None = None
+    # The key is read from Google's own variable names and from nowhere else.
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    )
+    agent: str = DEFAULT_AGENT
+    poll_initial: float = Field(default=10.0, gt=0)
+    poll_multiplier: float = Field(default=1.5, ge=1)
+    poll_max: float = Field(default=60.0, gt=0)
+    poll_jitter: float = Field(default=0.1, ge=0, lt=1)
+    dispatch_interval: float = Field(default=1.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    request_timeout: float = Field(default=30.0, gt=0)
+    get_attempts: int = Field(default=3, ge=1)
+    worker_concurrency: int = Field(default=4, ge=1)
+
+    @field_validator("agent")
+    @classmethod
+    def _known_agent(cls, value: str) -> str:
+        return check_agent(value)
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        # Embedded default: SQLite for both database and broker, so one laptop needs no server.
+        data = self.data_dir.resolve()
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{data / 'research.db'}")
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", f"sqla+sqlite:///{data / 'broker.db'}")
+        object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url.startswith("sqla+")
+
+    def ensure_dirs(self) -> None:
+        for url in (self.database_url, self.broker_url.removeprefix("sqla+")):
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.reports_dir.mkdir(parents=True, exist_ok=True)
+
+
+def check_agent(agent: str) -> str:
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS)}")
+    return agent
+
+
+def normalize_database_url(url: str) -> str:
+    """Send bare PostgreSQL URLs to psycopg 3, the driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def redact_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning a validation failure into one readable line."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidInput(f"invalid setting RESEARCH_{field.upper()}: {message}") from None

@@ -1,0 +1,113 @@
+"""Engines, sessions and the schema version check; migrations are alembic's, run from here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+from research_runner.config import Settings, redact_url
+from research_runner.exceptions import SchemaOutdated, ServiceUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+@cache
+def get_engine(url: str) -> Engine:
+    """One engine per URL and process; callers in forked workers get their own via `dispose_engines`."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, poolclass=NullPool)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5})
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the CLI read while a worker writes; busy_timeout makes writers queue instead of failing.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def dispose_engines() -> None:
+    get_engine.cache_clear()
+
+
+@contextmanager
+def session(settings: Settings) -> Iterator[Session]:
+    """A session that commits on success; connection failures become ServiceUnavailable."""
+    try:
+        with Session(get_engine(settings.database_url), expire_on_commit=False) as db:
+            yield db
+            db.commit()
+    except OperationalError as exc:
+        raise unavailable(settings, exc) from None
+
+
+def unavailable(settings: Settings, exc: OperationalError) -> ServiceUnavailable:
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    return ServiceUnavailable(
+        f"cannot use the database at {redact_url(settings.database_url)} ({reason}); "
+        "check RESEARCH_DATABASE_URL and that the server is running"
+    )
+
+
+def _alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("research_runner") / "migrations"))
+    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return config
+
+
+def head_revision(engine: Engine) -> str | None:
+    return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(settings: Settings) -> tuple[str | None, str | None]:
+    """Migrate to the newest schema; returns (before, after) revisions."""
+    settings.ensure_dirs()
+    engine = get_engine(settings.database_url)
+    try:
+        before = current_revision(engine)
+        with engine.begin() as conn:
+            config = _alembic_config(engine)
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        return before, current_revision(engine)
+    except OperationalError as exc:
+        raise unavailable(settings, exc) from None
+
+
+def ensure_schema(settings: Settings) -> None:
+    """A new, empty database is created on first use; an old schema is never migrated behind the user's back."""
+    settings.ensure_dirs()
+    engine = get_engine(settings.database_url)
+    try:
+        current, head = current_revision(engine), head_revision(engine)
+    except OperationalError as exc:
+        raise unavailable(settings, exc) from None
+    if current == head:
+        return
+    if current is None:
+        upgrade(settings)
+        return
+    raise SchemaOutdated(
+        f"the database schema is at revision {current} but this version needs {head}; run `research db upgrade`"
+    )

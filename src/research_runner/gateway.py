@@ -1,0 +1,174 @@
+"""The only module that talks to the Interactions API, through google-genai.
+
+Creates are sent with the SDK's retries off: a create retried after a lost response can start a second
+paid research job. Reads and cancels are safe to repeat and keep a few SDK retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from google import genai
+from google.genai import _interactions as sdk_errors
+from google.genai import types
+from google.genai.interactions import Interaction
+
+from research_runner.config import Settings
+from research_runner.exceptions import CreateOutcomeUnknown, GatewayError, PermanentError, RetryableError
+
+SDK_MAX_RETRY_DELAY = 8.0
+# Statuses where the request certainly did nothing on Google's side.
+NOT_PROCESSED_STATUSES = frozenset({429})
+# Transport errors raised before a request left this machine. Matched by name because the SDK may run on
+# httpx or httpx2, whose classes differ.
+NOT_SENT_TRANSPORT_ERRORS = frozenset({"ConnectError", "ConnectTimeout"})
+
+
+@dataclass(frozen=True)
+class Citation:
+    url: str
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the runner needs from an interaction, read from its JSON."""
+
+    id: str
+    status: str
+    text: str = ""
+    citations: tuple[Citation, ...] = ()
+    usage: dict[str, int] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+    last_thought: str | None = None
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        if settings.api_key is None:
+            raise PermanentError("no API key: set GEMINI_API_KEY (or run against the emulator with --emulator)")
+        self._create_client = _client(settings, attempts=1)
+        self._read_client = _client(settings, attempts=settings.get_attempts)
+
+    def create(self, question: str, agent: str, job_id: str) -> str:
+        """Start a background research; returns the interaction id."""
+        try:
+            interaction = self._create_client.interactions.create(
+                agent=agent, input=question, background=True, labels={"research_runner_job": job_id}
+            )
+        except sdk_errors.GeminiNextGenAPIClientError as exc:
+            raise classify_create_error(exc) from exc
+        if not isinstance(interaction, Interaction) or not interaction.id:
+            raise CreateOutcomeUnknown("the API accepted the create but returned no interaction id")
+        return interaction.id
+
+    def get(self, interaction_id: str) -> Snapshot:
+        # The raw response skips the SDK's per-call model building, which costs ~4x the CPU of the request.
+        try:
+            raw = self._read_client.interactions.with_raw_response.get(interaction_id)
+            return snapshot_from_json(raw.json())
+        except sdk_errors.GeminiNextGenAPIClientError as exc:
+            raise classify_error(exc) from exc
+
+    def cancel(self, interaction_id: str) -> Snapshot:
+        try:
+            raw = self._read_client.interactions.with_raw_response.cancel(interaction_id)
+            return snapshot_from_json(raw.json())
+        except sdk_errors.GeminiNextGenAPIClientError as exc:
+            raise classify_error(exc) from exc
+
+
+def _client(settings: Settings, attempts: int) -> genai.Client:
+    assert settings.api_key is not None
+    options = types.HttpOptions(
+        base_url=settings.gemini_base_url,
+        timeout=int(settings.request_timeout * 1000),
+        retry_options=types.HttpRetryOptions(attempts=attempts, max_delay=SDK_MAX_RETRY_DELAY),
+    )
+    return genai.Client(api_key=settings.api_key.get_secret_value(), http_options=options)
+
+
+def _describe(exc: sdk_errors.GeminiNextGenAPIClientError) -> str:
+    if isinstance(exc, sdk_errors.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        message = (error or {}).get("message") or exc.response.reason_phrase
+        return f"HTTP {exc.status_code}: {message}"
+    cause = exc.__cause__
+    return f"connection error: {cause or exc}"
+
+
+def _retry_after(exc: sdk_errors.APIStatusError) -> float | None:
+    try:
+        return float(exc.response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+
+
+def _status(exc: sdk_errors.APIStatusError) -> int:
+    return int(exc.status_code or exc.response.status_code)
+
+
+def classify_error(exc: sdk_errors.GeminiNextGenAPIClientError) -> GatewayError:
+    """Sort an SDK error for a call that is safe to repeat."""
+    if isinstance(exc, sdk_errors.APIStatusError):
+        if _status(exc) in (408, 429) or _status(exc) >= 500:
+            return RetryableError(_describe(exc), _retry_after(exc))
+        return PermanentError(_describe(exc))
+    return RetryableError(_describe(exc))
+
+
+def classify_create_error(exc: sdk_errors.GeminiNextGenAPIClientError) -> GatewayError:
+    """Sort an SDK error for a create, where "maybe it worked" must never be retried blindly."""
+    if isinstance(exc, sdk_errors.APIStatusError):
+        if _status(exc) in NOT_PROCESSED_STATUSES:
+            return RetryableError(_describe(exc), _retry_after(exc))
+        if _status(exc) < 500 and _status(exc) != 408:
+            return PermanentError(_describe(exc))
+        return CreateOutcomeUnknown(_describe(exc))
+    if type(exc.__cause__).__name__ in NOT_SENT_TRANSPORT_ERRORS:
+        return RetryableError(_describe(exc))  # no connection, so nothing was sent
+    return CreateOutcomeUnknown(_describe(exc))
+
+
+def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
+    steps = data.get("steps") or []
+    texts, citations = _output(steps)
+    thoughts = [_summary_text(s) for s in steps if s.get("type") == "thought"]
+    usage = {k: int(v) for k, v in (data.get("usage") or {}).items() if k.startswith("total_") and _is_int(v)}
+    errors = tuple(f"{e.get('code', 'error')}: {e.get('message', '')}" for e in data.get("errors") or [])
+    return Snapshot(
+        id=str(data["id"]),
+        status=str(data.get("status", "")),
+        text="\n\n".join(texts),
+        citations=tuple(citations),
+        usage=usage,
+        errors=errors,
+        last_thought=next((t for t in reversed(thoughts) if t), None),
+    )
+
+
+def _output(steps: list[dict[str, Any]]) -> tuple[list[str], list[Citation]]:
+    texts: list[str] = []
+    citations: list[Citation] = []
+    for step in steps:
+        if step.get("type") != "model_output":
+            continue
+        for block in step.get("content") or []:
+            if block.get("type") != "text":
+                continue
+            texts.append(str(block.get("text", "")))
+            for note in block.get("annotations") or []:
+                if note.get("type") == "url_citation" and note.get("url"):
+                    citations.append(Citation(url=str(note["url"]), title=note.get("title")))
+    return texts, citations
+
+
+def _summary_text(step: dict[str, Any]) -> str:
+    parts = [str(s.get("text", "")) for s in step.get("summary") or [] if s.get("type") == "text"]
+    return " ".join(p for p in parts if p).strip()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,80 @@
+"""Database tables (SQLModel). The schema itself is owned by the alembic migrations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, String, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlmodel import Column, Field, SQLModel
+
+from research_runner.constants import JobStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite drops the zone on its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _when(index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), index=index, nullable=True))
+
+
+class Job(SQLModel, table=True):
+    """One deep-research request and everything we learned about it."""
+
+    __tablename__ = "jobs"
+
+    id: str = Field(default_factory=new_job_id, primary_key=True, max_length=32)
+    question: str = Field(sa_column=Column(Text, nullable=False))
+    agent: str = Field(max_length=100)
+    # A plain string column, not a database enum, so adding a status needs no type migration.
+    status: str = Field(default=JobStatus.QUEUED, sa_column=Column(String(32), nullable=False, index=True))
+    remote_status: str | None = Field(default=None, max_length=64)
+    interaction_id: str | None = Field(default=None, max_length=255, index=True)
+    retry_of: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    submitted_at: datetime | None = _when()
+    finished_at: datetime | None = _when()
+    updated_at: datetime | None = _when()
+    poll_count: int = 0
+    next_poll_at: datetime | None = _when(index=True)
+    # While set and in the future, a worker owns the job's next step; once it lapses any worker may take it.
+    lease_until: datetime | None = _when()
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_thought: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    thought_tokens: int | None = None
+    total_tokens: int | None = None
+    report_title: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    report_path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    report_markdown: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]

@@ -1,0 +1,233 @@
+"""The job state machine: create, poll with backoff, finish. Shared by the Celery tasks and `research run`.
+
+The database is the source of truth. Every transition is a conditional UPDATE on the job's current status,
+so a duplicated or late message can repeat a step but never apply one twice.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlmodel import col
+
+from research_runner import db, reports
+from research_runner.config import Settings
+from research_runner.constants import ACTIVE_STATUSES, REMOTE_RUNNING, REMOTE_TERMINAL, JobStatus
+from research_runner.exceptions import CreateOutcomeUnknown, PermanentError, RetryableError
+from research_runner.gateway import Gateway, Snapshot
+from research_runner.models import Job, utcnow
+
+DISPATCH_BATCH = 500
+_rng = random.Random()
+
+
+def backoff_delay(settings: Settings, polls_done: int) -> float:
+    """Seconds until the next poll: exponential up to the maximum, with jitter so jobs do not bunch up."""
+    base = min(settings.poll_initial * settings.poll_multiplier ** min(polls_done, 64), settings.poll_max)
+    return base * _rng.uniform(1 - settings.poll_jitter, 1 + settings.poll_jitter)
+
+
+def transition(settings: Settings, job_id: str, from_statuses: Iterable[str], **values: Any) -> bool:
+    """Apply `values` only if the job is still in one of `from_statuses`; True if it was."""
+    values.setdefault("updated_at", utcnow())
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status).in_([str(s) for s in from_statuses]))
+        .values(**values)
+    )
+    with db.session(settings) as session:
+        return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def load(settings: Settings, job_id: str) -> Job | None:
+    with db.session(settings) as session:
+        return session.get(Job, job_id)
+
+
+def claim_due(settings: Settings, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Lease the jobs whose next step is due; returns (job id, status) pairs for the dispatcher to send."""
+    now = now or utcnow()
+    due = and_(
+        col(Job.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+        col(Job.next_poll_at) <= now,
+        or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now),
+    )
+    candidates = select(col(Job.id)).where(due).order_by(col(Job.next_poll_at)).limit(DISPATCH_BATCH)
+    statement = (
+        update(Job)
+        .where(col(Job.id).in_(candidates.scalar_subquery()), due)
+        .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
+        .returning(col(Job.id), col(Job.status))
+    )
+    with db.session(settings) as session:
+        return [(row[0], row[1]) for row in session.execute(statement)]
+
+
+def reap_interrupted_creates(settings: Settings, now: datetime | None = None) -> int:
+    """A create whose worker died mid-request may or may not have started an interaction: ask the user."""
+    now = now or utcnow()
+    statement = (
+        update(Job)
+        .where(col(Job.status) == JobStatus.SUBMITTING, col(Job.lease_until) < now)
+        .values(
+            status=JobStatus.NEEDS_ATTENTION,
+            lease_until=None,
+            updated_at=now,
+            error="the worker stopped while creating the interaction, so one may or may not exist; "
+            "no second one was started. Run `research retry JOB` to start anew.",
+        )
+    )
+    with db.session(settings) as session:
+        return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
+    """Create the interaction for a queued job, at most once."""
+    now = utcnow()
+    lease = now + timedelta(seconds=settings.lease_seconds)
+    if not transition(settings, job_id, [JobStatus.QUEUED], status=JobStatus.SUBMITTING, lease_until=lease):
+        return
+    job = load(settings, job_id)
+    assert job is not None
+    try:
+        interaction_id = gateway.create(job.question, job.agent, job.id)
+    except RetryableError as exc:
+        delay = max(exc.retry_after or 0.0, backoff_delay(settings, 0))
+        _requeue(settings, job_id, f"create not accepted yet, will try again: {exc}", delay)
+    except CreateOutcomeUnknown as exc:
+        _needs_attention(
+            settings, job_id, JobStatus.SUBMITTING,
+            f"the create request may have started an interaction ({exc}); no second one was started "
+            "automatically. Run `research retry JOB` to start anew.",
+        )
+    except PermanentError as exc:
+        _end_without_report(settings, job_id, JobStatus.SUBMITTING, JobStatus.FAILED, f"create refused: {exc}")
+    else:
+        now = utcnow()
+        transition(
+            settings, job_id, [JobStatus.SUBMITTING], status=JobStatus.RUNNING, interaction_id=interaction_id,
+            submitted_at=now, next_poll_at=now + timedelta(seconds=backoff_delay(settings, 0)),
+            lease_until=None, error=None,
+        )
+
+
+def poll(settings: Settings, gateway: Gateway, job_id: str) -> None:
+    """Ask the API once about a running job and record what it says."""
+    job = load(settings, job_id)
+    if job is None or job.status != JobStatus.RUNNING or not job.interaction_id:
+        return
+    try:
+        snapshot = gateway.get(job.interaction_id)
+    except RetryableError as exc:
+        delay = max(exc.retry_after or 0.0, backoff_delay(settings, job.poll_count))
+        _reschedule(settings, job, delay, error=f"temporary API problem, will poll again: {exc}")
+    except PermanentError as exc:
+        _needs_attention(settings, job_id, JobStatus.RUNNING, f"the API refused to report on the interaction: {exc}")
+    else:
+        record(settings, job, snapshot)
+
+
+def advance(settings: Settings, gateway: Gateway, job_id: str) -> None:
+    """Take whatever step a job needs next."""
+    job = load(settings, job_id)
+    if job is not None and job.status == JobStatus.QUEUED:
+        start(settings, gateway, job_id)
+    elif job is not None and job.status == JobStatus.RUNNING:
+        poll(settings, gateway, job_id)
+
+
+def record(settings: Settings, job: Job, snapshot: Snapshot) -> None:
+    if snapshot.status in REMOTE_TERMINAL:
+        finish(settings, job, snapshot)
+    elif snapshot.status in REMOTE_RUNNING:
+        _reschedule(settings, job, backoff_delay(settings, job.poll_count), snapshot=snapshot)
+    else:
+        _needs_attention(
+            settings, job.id, JobStatus.RUNNING,
+            f"the API reported status {snapshot.status!r}, which this version does not know; polling stopped",
+        )
+
+
+def finish(settings: Settings, job: Job, snapshot: Snapshot) -> None:
+    """Store the outcome once: the report file first (atomically), then the row, guarded by status."""
+    finished_at = utcnow()
+    status = REMOTE_TERMINAL[snapshot.status]
+    report = reports.render(job, snapshot, finished_at) if snapshot.text.strip() else None
+    path = reports.save(report, settings.reports_dir) if report else None
+    won = transition(
+        settings, job.id, ACTIVE_STATUSES, status=status, remote_status=snapshot.status,
+        finished_at=finished_at, next_poll_at=None, lease_until=None, error=_outcome_error(status, snapshot),
+        last_thought=snapshot.last_thought or job.last_thought, poll_count=job.poll_count + 1,
+        report_title=report.title if report else None, report_markdown=report.markdown if report else None,
+        report_path=str(path) if path else None, **_usage_columns(snapshot),
+    )
+    if not won and path is not None:
+        _drop_orphan(settings, job.id, path)
+
+
+def _drop_orphan(settings: Settings, job_id: str, path: Path) -> None:
+    # Another finisher won the race; keep the file only if the stored row points at it.
+    current = load(settings, job_id)
+    if current is None or current.report_path != str(path):
+        path.unlink(missing_ok=True)
+
+
+def _outcome_error(status: JobStatus, snapshot: Snapshot) -> str | None:
+    if status == JobStatus.COMPLETED:
+        return None
+    if status == JobStatus.REQUIRES_ACTION:
+        return "the agent is waiting for input from you (requires_action)"
+    return "; ".join(snapshot.errors) or f"the interaction ended {status.value}"
+
+
+def _usage_columns(snapshot: Snapshot) -> dict[str, int | None]:
+    usage = snapshot.usage
+    return {
+        "input_tokens": usage.get("total_input_tokens"),
+        "output_tokens": usage.get("total_output_tokens"),
+        "thought_tokens": usage.get("total_thought_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+    }
+
+
+def _reschedule(
+    settings: Settings, job: Job, delay: float, *, snapshot: Snapshot | None = None, error: str | None = None
+) -> None:
+    values: dict[str, Any] = {
+        "poll_count": job.poll_count + 1,
+        "next_poll_at": utcnow() + timedelta(seconds=delay),
+        "lease_until": None,
+        "error": error,
+    }
+    if snapshot is not None:
+        values["remote_status"] = snapshot.status
+        values["last_thought"] = snapshot.last_thought or job.last_thought
+    transition(settings, job.id, [JobStatus.RUNNING], **values)
+
+
+def _requeue(settings: Settings, job_id: str, error: str, delay: float) -> None:
+    transition(
+        settings, job_id, [JobStatus.SUBMITTING], status=JobStatus.QUEUED, lease_until=None, error=error,
+        next_poll_at=utcnow() + timedelta(seconds=delay),
+    )
+
+
+def _needs_attention(settings: Settings, job_id: str, from_status: JobStatus, error: str) -> None:
+    transition(
+        settings, job_id, [from_status], status=JobStatus.NEEDS_ATTENTION, lease_until=None, next_poll_at=None,
+        error=error,
+    )
+
+
+def _end_without_report(
+    settings: Settings, job_id: str, from_status: JobStatus, status: JobStatus, error: str
+) -> None:
+    transition(
+        settings, job_id, [from_status], status=status, finished_at=utcnow(), lease_until=None, next_poll_at=None,
+        error=error,
+    )

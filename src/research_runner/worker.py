@@ -1,0 +1,116 @@
+"""The Celery app and its tasks. Tasks are short: each does one step of a job and returns.
+
+Waiting costs nothing here: a running job is a row with a next poll time, and the periodic dispatch task
+turns due rows into poll messages. No task sleeps, and no message is scheduled far in the future.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu.exceptions import OperationalError as BrokerError
+
+from research_runner import db, pipeline
+from research_runner.config import Settings, redact_url
+from research_runner.constants import TASK_DISPATCH, TASK_POLL, TASK_SUBMIT, JobStatus
+from research_runner.exceptions import ServiceUnavailable
+from research_runner.gateway import Gateway
+from research_runner.scheduler import BEAT_SCHEDULER, beat_schedule
+
+log = logging.getLogger("research_runner.worker")
+BROKER_CONNECT_TIMEOUT = 5.0
+
+
+class _PerProcess:
+    """The SDK client is built lazily in each worker process, never shared across a fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._gateway: tuple[int, Gateway] | None = None
+
+    def gateway(self) -> Gateway:
+        if self._gateway is None or self._gateway[0] != os.getpid():
+            self._gateway = (os.getpid(), Gateway(self.settings))
+        return self._gateway[1]
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("research_runner", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue="research",
+        task_ignore_result=True,
+        # Steps are idempotent, so ack after the step: a crash mid-step leaves the message for another worker.
+        task_acks_late=True,
+        worker_prefetch_multiplier=4,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"polling_interval": 0.2} if settings.embedded else {},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule=beat_schedule(settings),
+        beat_scheduler=BEAT_SCHEDULER,
+    )
+    _register_tasks(app, settings)
+    return app
+
+
+def _register_tasks(app: Celery, settings: Settings) -> None:
+    state = _PerProcess(settings)
+
+    @app.task(name=TASK_SUBMIT)  # type: ignore[untyped-decorator]
+    def submit(job_id: str) -> dict[str, Any]:
+        pipeline.start(settings, state.gateway(), job_id)
+        return _summary(settings, job_id)
+
+    @app.task(name=TASK_POLL)  # type: ignore[untyped-decorator]
+    def poll(job_id: str) -> dict[str, Any]:
+        pipeline.poll(settings, state.gateway(), job_id)
+        return _summary(settings, job_id)
+
+    @app.task(name=TASK_DISPATCH)  # type: ignore[untyped-decorator]
+    def dispatch() -> dict[str, int]:
+        reaped = pipeline.reap_interrupted_creates(settings)
+        due = pipeline.claim_due(settings)
+        for job_id, status in due:
+            name = TASK_SUBMIT if status == JobStatus.QUEUED else TASK_POLL
+            app.send_task(name, args=[job_id], expires=settings.lease_seconds)
+        return {"dispatched": len(due), "interrupted_creates": reaped}
+
+
+def _summary(settings: Settings, job_id: str) -> dict[str, Any]:
+    job = pipeline.load(settings, job_id)
+    if job is None:
+        return {"job_id": job_id, "status": "missing"}
+    log.info("job %s %s (polls: %d)", job.short_id, job.status, job.poll_count)
+    return {"job_id": job.id, "status": job.status, "title": job.report_title, "report_path": job.report_path}
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _fresh_connections_after_fork(**_: Any) -> None:
+    db.dispose_engines()
+
+
+def enqueue(app: Celery, settings: Settings, job_id: str) -> None:
+    """Send a job's first step now; a broker that cannot be reached is the caller's error to report."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=BROKER_CONNECT_TIMEOUT)
+            app.send_task(TASK_SUBMIT, args=[job_id], connection=conn, retry=False, expires=settings.lease_seconds)
+    except (BrokerError, OSError) as exc:
+        raise ServiceUnavailable(
+            f"cannot reach the broker at {redact_url(settings.broker_url)} ({exc}); "
+            "check RESEARCH_BROKER_URL and that the broker is running"
+        ) from None
+
+
+def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None, loglevel: str) -> None:
+    argv = ["worker", f"--concurrency={settings.worker_concurrency}", f"--loglevel={loglevel}", "--events"]
+    if beat:
+        argv += ["--beat", f"--scheduler={BEAT_SCHEDULER}"]
+    if pool:
+        argv.append(f"--pool={pool}")
+    app.worker_main(argv)

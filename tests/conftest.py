@@ -1,0 +1,132 @@
+"""Shared fixtures: real PostgreSQL, real Redis, real worker processes, and the emulator (emulator_support)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from emulator_support import *  # noqa: F403
+from research_runner import db
+from research_runner.config import Settings, load_settings
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+TEST_API_KEY = "test-key-not-secret"
+# Fast polling so emulated jobs of a second or two finish promptly.
+FAST_POLICY = {
+    "RESEARCH_POLL_INITIAL": "0.3",
+    "RESEARCH_POLL_MAX": "1.0",
+    "RESEARCH_DISPATCH_INTERVAL": "0.25",
+    "RESEARCH_LEASE_SECONDS": "15",
+}
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.1) -> Any:
+    """Poll `condition` until it returns something truthy or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, dropped at the end."""
+    name = f"rr_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_settings_env(postgres_url: str) -> Iterator[dict[str, str]]:
+    settings = load_settings(database_url=postgres_url)
+    db.upgrade(settings)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE jobs")
+    yield {"RESEARCH_DATABASE_URL": postgres_url}
+
+
+@pytest.fixture
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def runner_env(tmp_path: Path, emulator: Any) -> dict[str, str]:
+    """Environment for the runner pointing at the test emulator, embedded storage in tmp_path."""
+    return {
+        "RESEARCH_DATA_DIR": str(tmp_path / "data"),
+        "RESEARCH_REPORTS_DIR": str(tmp_path / "reports"),
+        "RESEARCH_GEMINI_BASE_URL": emulator.url,
+        "GEMINI_API_KEY": TEST_API_KEY,
+        **FAST_POLICY,
+    }
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in ("GOOGLE_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings()
+
+
+class WorkerProcess:
+    """`research worker` as a real child process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *extra: str) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "research_runner", "worker", "--loglevel", "INFO", *extra]
+        self.process = subprocess.Popen(command, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str], *extra: str) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", *extra)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
