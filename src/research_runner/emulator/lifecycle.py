@@ -1,0 +1,201 @@
+"""One emulated interaction, whose state is derived from the clock at request time.
+
+Nothing runs in the background: status, visible steps and due stream events are all pure functions of
+"seconds since creation" plus the outcome drawn at creation and an optional cancellation time. Idle
+interactions therefore cost only their memory, and the JSON of an ended interaction is cached.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import content as content_mod
+
+# Outcome (as drawn or requested) -> the status the interaction ends in; `stuck` never ends.
+FINAL_STATUS = {
+    "completed": "completed", "expired": "completed", "failed": "failed", "incomplete": "incomplete",
+    "budget_exceeded": "budget_exceeded", "requires_action": "requires_action",
+}
+TERMINAL_STATUSES = frozenset({*FINAL_STATUS.values(), "cancelled"})
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass(slots=True)
+class TimedStep:
+    due: float
+    step: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Interaction:
+    id: str
+    ordinal: int
+    agent: str | None
+    model: str | None
+    # The input text as sent (echoed in the user_input step) and without the directive (used for content).
+    input_text: str
+    question: str
+    raw_input: Any
+    outcome: str
+    duration: float
+    seed: str
+    thought_steps: int
+    created_mono: float
+    created_wall: float
+    agent_config: dict[str, Any] | None = None
+    labels: dict[str, str] | None = None
+    previous_interaction_id: str | None = None
+    # Seconds after creation at which a cancel arrived, if one did before the natural end.
+    cancelled_at: float | None = None
+    deleted: bool = False
+    _steps: list[TimedStep] | None = field(default=None, repr=False)
+    _content: content_mod.Content | None = field(default=None, repr=False)
+    _json_cache: tuple[tuple[str, int, bool], bytes] | None = field(default=None, repr=False)
+    events_cache: tuple[float | None, list[tuple[float, bytes]]] | None = field(default=None, repr=False)
+
+    # ---- time and status -------------------------------------------------------------------
+    @property
+    def queued_for(self) -> float:
+        # A short queued phase so clients see both running statuses.
+        return min(0.5, 0.1 * self.duration)
+
+    def elapsed(self, now: float) -> float:
+        return now - self.created_mono
+
+    def end(self) -> tuple[float | None, str | None]:
+        """(seconds after creation when it ends, final status); (None, None) while it never ends."""
+        natural = None if self.outcome == "stuck" else self.duration
+        if self.cancelled_at is not None and (natural is None or self.cancelled_at < natural):
+            return self.cancelled_at, "cancelled"
+        if natural is None:
+            return None, None
+        return natural, FINAL_STATUS[self.outcome]
+
+    def status_at(self, t: float) -> str:
+        end, final = self.end()
+        if end is not None and final is not None and t >= end:
+            return final
+        return "queued" if t < self.queued_for else "in_progress"
+
+    def is_terminal_at(self, t: float) -> bool:
+        return self.status_at(t) in TERMINAL_STATUSES
+
+    def gone_at(self, t: float, retention: float) -> bool:
+        """Deleted, or an `expired` interaction whose retention time has passed."""
+        if self.deleted:
+            return True
+        end, _ = self.end()
+        return self.outcome == "expired" and end is not None and t >= end + retention
+
+    # ---- content ---------------------------------------------------------------------------
+    @property
+    def content(self) -> content_mod.Content:
+        if self._content is None:
+            self._content = content_mod.generate(
+                self.question, random.Random(self.seed + ":content"), self.thought_steps
+            )
+        return self._content
+
+    def steps(self) -> list[TimedStep]:
+        """Every step this interaction will show if it runs to its natural end, with due times."""
+        if self._steps is None:
+            self._steps = self._model_steps() if self.model else self._agent_steps()
+        return self._steps
+
+    def _user_step(self) -> TimedStep:
+        return TimedStep(0.0, {"type": "user_input", "content": [{"type": "text", "text": self.input_text}]})
+
+    def _model_steps(self) -> list[TimedStep]:
+        text, _ = content_mod.model_answer(self.question, self.model or "", random.Random(self.seed))
+        output = {"type": "model_output", "content": [{"type": "text", "text": text}]}
+        return [self._user_step(), TimedStep(self.duration, output)]
+
+    def _agent_steps(self) -> list[TimedStep]:
+        c = self.content
+        steps = [self._user_step()]
+        n = len(c.thoughts)
+        span = self.duration - self.queued_for
+        searches = dict(c.searches)
+        for i, summary in enumerate(c.thoughts):
+            due = self.queued_for + (i + 1) * span / (n + 1)
+            steps.append(TimedStep(due, {"type": "thought", "summary": [{"type": "text", "text": summary}]}))
+            if i in searches:
+                call_id = f"call_{i + 1}"
+                call = {"type": "google_search_call", "id": call_id, "arguments": {"queries": searches[i]}}
+                html = f"<div class=\"emulated-search\">{len(searches[i])} queries</div>"
+                result = {"type": "google_search_result", "call_id": call_id,
+                          "result": [{"search_suggestions": html}]}
+                steps += [TimedStep(due, call), TimedStep(due, result)]
+        final = {"completed": c.report, "expired": c.report, "incomplete": c.partial,
+                 "budget_exceeded": c.partial, "requires_action": c.plan}.get(self.outcome)
+        if final is not None:
+            steps.append(TimedStep(self.duration, {"type": "model_output", "content": [final.content_block()]}))
+        return steps
+
+    def visible_steps(self, t: float) -> list[dict[str, Any]]:
+        end, _ = self.end()
+        # A cancel only lands strictly before the natural end, so the final output stays out of it.
+        limit = t if end is None else min(t, end)
+        return [s.step for s in self.steps() if s.due <= limit]
+
+    def usage(self) -> dict[str, Any]:
+        if self.model:
+            return content_mod.model_answer(self.question, self.model, random.Random(self.seed))[1]
+        return self.content.usage
+
+    # ---- JSON ------------------------------------------------------------------------------
+    def resource(self, t: float, include_input: bool = False) -> dict[str, Any]:
+        status = self.status_at(t)
+        steps = self.visible_steps(t)
+        body: dict[str, Any] = {"id": self.id, "object": "interaction", "status": status}
+        if self.agent:
+            body["agent"] = self.agent
+            body["agent_config"] = self.agent_config or {"type": "deep-research"}
+        else:
+            body["model"] = self.model
+        body["created"] = iso(self.created_wall)
+        body["updated"] = iso(self.created_wall + self._last_change(t, status))
+        if self.labels is not None:
+            body["labels"] = self.labels
+        if self.previous_interaction_id:
+            body["previous_interaction_id"] = self.previous_interaction_id
+        if include_input:
+            body["input"] = self.raw_input
+        body["steps"] = steps
+        if status in TERMINAL_STATUSES:
+            body["usage"] = self.usage()
+        if status == "failed":
+            code, message = self.content.error if self.agent else ("internal", "Emulated model failure.")
+            body["errors"] = [{"code": code, "message": message}]
+        return body
+
+    def _last_change(self, t: float, status: str) -> float:
+        end, _ = self.end()
+        if status in TERMINAL_STATUSES and end is not None:
+            return end
+        due = [s.due for s in self.steps() if s.due <= t]
+        return max([*due, self.queued_for if t >= self.queued_for else 0.0])
+
+    def resource_bytes(self, t: float, include_input: bool = False) -> bytes:
+        """Serialised resource; cached per (status, visible steps) so repeated polls are cheap."""
+        if include_input:
+            return dumps(self.resource(t, include_input=True))
+        status = self.status_at(t)
+        key = (status, len(self.visible_steps(t)) if status not in TERMINAL_STATUSES else -1, self.deleted)
+        cached = self._json_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        data = dumps(self.resource(t))
+        self._json_cache = (key, data)
+        return data

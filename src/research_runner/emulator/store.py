@@ -1,0 +1,195 @@
+"""In-memory interactions, request validation for create, and the counters behind /_emulator/stats."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from .directives import DirectiveError, parse_directive
+from .faults import FaultInjector
+from .lifecycle import Interaction
+from .settings import AGENTS, ENDPOINTS, OUTCOMES, EmulatorSettings, FaultMap
+
+
+class ApiError(Exception):
+    """An error answered with the API's body shape `{"error": {"code", "message"}}`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+@dataclass(slots=True)
+class CreateRequest:
+    agent: str | None
+    model: str | None
+    text: str
+    raw_input: Any
+    agent_config: dict[str, Any] | None
+    labels: dict[str, str] | None
+    previous_interaction_id: str | None
+    stream: bool
+
+
+def extract_text(value: Any) -> str:
+    """Text of an `input`: a string, content blocks, steps ({type: user_input, content}) or turns."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n".join(t for t in (extract_text(item) for item in value) if t)
+    if isinstance(value, dict):
+        if value.get("type", "text") == "text" and isinstance(value.get("text"), str):
+            return str(value["text"])
+        if "content" in value:
+            return extract_text(value["content"])
+    return ""
+
+
+def parse_create(body: Any) -> CreateRequest:
+    """Validate a create body the way the API does; raise ApiError(400) on any problem."""
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    agent, model = body.get("agent"), body.get("model")
+    if agent and model:
+        raise bad_request("`model` and `agent` are mutually exclusive; set exactly one")
+    if not agent and not model:
+        raise bad_request("one of `model` or `agent` is required")
+    if agent and agent not in AGENTS:
+        raise bad_request(f"unknown agent {agent!r}; supported agents: {', '.join(AGENTS)}")
+    if model and not (isinstance(model, str) and model.startswith("gemini-")):
+        raise bad_request(f"unknown model {model!r}")
+    background = body.get("background")
+    if background and body.get("store") is False:
+        raise bad_request("`store=false` is not supported with `background=true`")
+    if agent and background is not True:
+        raise bad_request("agent interactions require `background=true`")
+    raw_input = body.get("input")
+    text = extract_text(raw_input)
+    if not text.strip():
+        raise bad_request("`input` is required and must contain text")
+    return CreateRequest(
+        agent=agent, model=model, text=text, raw_input=raw_input,
+        agent_config=_agent_config(body.get("agent_config"), agent),
+        labels=_labels(body.get("labels")),
+        previous_interaction_id=body.get("previous_interaction_id") or None,
+        stream=body.get("stream") is True,
+    )
+
+
+def _agent_config(value: Any, agent: str | None) -> dict[str, Any] | None:
+    if agent is None:
+        return None
+    if value is None:
+        return {"type": "deep-research", "thinking_summaries": "auto", "visualization": "auto",
+                "collaborative_planning": False}
+    if not isinstance(value, dict) or value.get("type", "deep-research") != "deep-research":
+        raise bad_request("`agent_config.type` must be 'deep-research' for deep-research agents")
+    return {"type": "deep-research", **value}
+
+
+def _labels(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise bad_request("`labels` must map strings to strings")
+    return dict(value)
+
+
+class Store:
+    def __init__(self, settings: EmulatorSettings) -> None:
+        self.settings = settings
+        # Bumped by every reset so ids stay unique for the life of the process.
+        self.epoch = 0
+        self.injector = FaultInjector(settings.seed, settings.faults)
+        self.reset()
+
+    def reset(self) -> None:
+        self.epoch += 1
+        self.items: dict[str, Interaction] = {}
+        self.ordinal = 0
+        self.creates_by_input: Counter[str] = Counter()
+        self.requests: dict[str, Counter[str]] = {name: Counter() for name in ENDPOINTS}
+        self.faults_injected: Counter[str] = Counter()
+        self.injector.reset(dict(self.settings.faults))
+
+    def set_faults(self, faults: FaultMap) -> None:
+        # Only the rates change: the per-endpoint random streams keep their position.
+        self.injector.faults = faults
+
+    def count(self, endpoint: str, status: int | str) -> None:
+        self.requests[endpoint][str(status)] += 1
+
+    def _new_id(self) -> str:
+        digest = hashlib.sha256(f"{self.settings.seed}:{self.epoch}:{self.ordinal}".encode()).digest()
+        return "v1_" + base64.urlsafe_b64encode(digest[:30]).decode().rstrip("=")
+
+    def create(self, req: CreateRequest) -> Interaction:
+        try:
+            directive, question = parse_directive(req.text)
+        except DirectiveError as exc:
+            raise bad_request(str(exc)) from None
+        self.ordinal += 1
+        seed = f"{self.settings.seed}:interaction:{self.ordinal}"
+        rng = random.Random(seed)
+        # Always draw both values so a directive on one interaction never shifts the others.
+        drawn_outcome = self._draw_outcome(rng.random())
+        drawn_duration = rng.uniform(self.settings.duration_min, self.settings.duration_max)
+        if req.model:
+            drawn_outcome, drawn_duration = "completed", 0.0
+        it = Interaction(
+            id=self._new_id(), ordinal=self.ordinal, agent=req.agent, model=req.model,
+            input_text=req.text, question=question, raw_input=req.raw_input,
+            outcome=(directive.outcome if directive and directive.outcome else drawn_outcome),
+            duration=(directive.duration if directive and directive.duration is not None else drawn_duration),
+            seed=seed, thought_steps=self.settings.thought_steps,
+            created_mono=time.monotonic(), created_wall=time.time(),
+            agent_config=req.agent_config, labels=req.labels,
+            previous_interaction_id=req.previous_interaction_id,
+        )
+        self.items[it.id] = it
+        self.creates_by_input[req.raw_input if isinstance(req.raw_input, str) else req.text] += 1
+        return it
+
+    def _draw_outcome(self, u: float) -> str:
+        cumulative = 0.0
+        for outcome in OUTCOMES:
+            cumulative += self.settings.outcome_rates.get(outcome, 0.0)
+            if u < cumulative:
+                return outcome
+        return "completed"
+
+    def lookup(self, interaction_id: str, now: float) -> Interaction:
+        it = self.items.get(interaction_id)
+        if it is None or it.gone_at(it.elapsed(now), self.settings.retention):
+            raise ApiError(404, "not_found", f"interaction {interaction_id!r} was not found")
+        return it
+
+    def stats(self, now: float) -> dict[str, Any]:
+        status_counts: Counter[str] = Counter()
+        for key, it in list(self.items.items()):
+            t = it.elapsed(now)
+            if it.gone_at(t, self.settings.retention):
+                # Forget gone interactions for good; every lookup already answers 404 for them.
+                del self.items[key]
+                continue
+            status_counts[it.status_at(t)] += 1
+        return {
+            "interactions_created": self.ordinal,
+            "live_interactions": sum(status_counts.values()),
+            "creates_by_input": dict(self.creates_by_input),
+            "status_counts": dict(status_counts),
+            "requests": {name: dict(codes) for name, codes in self.requests.items()},
+            "faults_injected": dict(self.faults_injected),
+            "faults": self.injector.faults,
+            "seed": self.settings.seed,
+        }
+
