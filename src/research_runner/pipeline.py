@@ -97,8 +97,8 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
     try:
         interaction_id = gateway.create(job.question, job.agent, job.id)
     except RetryableError as exc:
-        delay = max(exc.retry_after or 0.0, backoff_delay(settings, 0))
-        _requeue(settings, job_id, f"create not accepted yet, will try again: {exc}", delay)
+        delay = max(exc.retry_after or 0.0, backoff_delay(settings, job.poll_count))
+        _requeue(settings, job, f"create not accepted yet, will try again: {exc}", delay)
     except CreateOutcomeUnknown as exc:
         _needs_attention(
             settings, job_id, JobStatus.SUBMITTING,
@@ -210,10 +210,11 @@ def _reschedule(
     transition(settings, job.id, [JobStatus.RUNNING], **values)
 
 
-def _requeue(settings: Settings, job_id: str, error: str, delay: float) -> None:
+def _requeue(settings: Settings, job: Job, error: str, delay: float) -> None:
+    # poll_count counts every API call for the job, so repeated refused creates back off too.
     transition(
-        settings, job_id, [JobStatus.SUBMITTING], status=JobStatus.QUEUED, lease_until=None, error=error,
-        next_poll_at=utcnow() + timedelta(seconds=delay),
+        settings, job.id, [JobStatus.SUBMITTING], status=JobStatus.QUEUED, lease_until=None, error=error,
+        next_poll_at=utcnow() + timedelta(seconds=delay), poll_count=job.poll_count + 1,
     )
 
 

@@ -19,6 +19,9 @@ from research_runner.models import Job
 SLUG_MAX_CHARS = 60
 TITLE_MAX_CHARS = 200
 HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
+# A sources list the agent wrote itself; ours, built from the citations, replaces it.
+TRAILING_SOURCES = re.compile(r"\n#{1,3}\s*(sources|references|works cited|bibliography)\s*:?\s*\n(?:(?!\n#{1,2}\s).)*\Z",
+                              re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,12 @@ def report_filename(job: Job) -> str:
 def render(job: Job, snapshot: Snapshot, finished_at: datetime) -> Report:
     title = title_of(snapshot.text, job.question)
     body = snapshot.text.strip()
+    listed = sources(snapshot.citations)
+    if listed:
+        body = TRAILING_SOURCES.sub("", body).rstrip()
     if not HEADING.search(body):
         body = f"# {title}\n\n{body}"
     parts = [_front_matter(job, snapshot, title, finished_at), body]
-    listed = sources(snapshot.citations)
     if listed:
         parts.append("## Sources\n\n" + "\n".join(_source_line(i, c) for i, c in enumerate(listed, 1)))
     return Report(title=title, markdown="\n\n".join(parts) + "\n", filename=report_filename(job))

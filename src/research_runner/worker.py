@@ -48,7 +48,8 @@ def create_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=4,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": 0.2} if settings.embedded else {},
+        # kombu hands these to SQLAlchemy: writers to the SQLite broker file wait for each other, not fail.
+        broker_transport_options={"connect_args": {"timeout": 30}} if settings.embedded else {},
         worker_send_task_events=True,
         task_send_sent_event=True,
         beat_schedule=beat_schedule(settings),
