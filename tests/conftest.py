@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-
 from emulator_support import *  # noqa: F403
+
 from research_runner import db
 from research_runner.config import Settings, load_settings
 

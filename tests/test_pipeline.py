@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import subprocess
 import sys
@@ -12,9 +14,9 @@ from typing import Any
 import frontmatter
 import pytest
 from click.testing import CliRunner
+from conftest import settings_from, wait_for
 from markdown_it import MarkdownIt
 
-from conftest import settings_from, wait_for
 from research_runner import jobs
 from research_runner.cli import cli
 from research_runner.config import Settings
@@ -34,7 +36,8 @@ def invoke(env: dict[str, str], *args: str) -> Any:
 
 
 def question(i: int, outcome: str) -> str:
-    return f"Job {i}: how do tidal power stations store energy? [[emulator outcome={outcome} duration={0.5 + i % 4 * 0.4}]]"
+    duration = 0.5 + i % 4 * 0.4
+    return f"Job {i}: how do tidal power stations store energy? [[emulator outcome={outcome} duration={duration}]]"
 
 
 def submit_all(env: dict[str, str], outcomes: list[str]) -> dict[str, str]:
@@ -48,8 +51,6 @@ def submit_all(env: dict[str, str], outcomes: list[str]) -> dict[str, str]:
 
 
 def _json_id(output: str) -> str:
-    import json
-
     payload = json.loads(output)
     assert payload["status"] == "queued" and payload["interaction_id"] is None
     return str(payload["id"])
@@ -59,7 +60,8 @@ def cancel_stuck(env: dict[str, str], settings: Settings, submitted: dict[str, s
     for job_id, outcome in submitted.items():
         if outcome != "stuck":
             continue
-        wait_for(lambda: jobs.find(settings, job_id).status == JobStatus.RUNNING, 30, f"job {job_id} running")
+        running = functools.partial(lambda ref: jobs.find(settings, ref).status == JobStatus.RUNNING, job_id)
+        wait_for(running, 30, f"job {job_id} running")
         result = invoke(env, "cancel", job_id)
         assert result.exit_code == 0, result.output
         assert result.output.startswith(f"Job {job_id[:8]} cancelled")

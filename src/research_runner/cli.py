@@ -16,10 +16,8 @@ from rich.console import Console
 from research_runner import db, display, jobs
 from research_runner.config import Settings, load_settings
 from research_runner.constants import AGENTS, JobStatus
-from research_runner.emulator import EmulatorSettings, run_in_thread
 from research_runner.emulator.cli import emulator_command
 from research_runner.exceptions import InvalidInput, ResearchError
-from research_runner.gateway import Gateway
 from research_runner.models import Job
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,9 +27,11 @@ EMULATOR_KEY = "local-emulator"
 
 
 class Failure(click.ClickException):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = 1
+
+
+class BadUsage(click.ClickException):
+    exit_code = 2
 
 
 class ResearchGroup(click.Group):
@@ -41,13 +41,16 @@ class ResearchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ResearchError as exc:
-            raise Failure(str(exc), exc.exit_code) from None
+            raise (BadUsage if exc.exit_code == BadUsage.exit_code else Failure)(str(exc)) from None
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(  # type: ignore[override]
+        self, args: list[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+        standalone_mode: bool = True, **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as exc:
             where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
             _exit_with(f"Error: {exc.format_message()}{where}", exc.exit_code)
@@ -103,11 +106,11 @@ def with_database(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(cls=ResearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("research", cls=ResearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @connection_options
 @click.version_option(package_name="research-runner")
 @click.pass_context
-def cli(ctx: click.Context, **connection: Any) -> None:
+def cli(ctx: click.Context, /, **connection: Any) -> None:
     """Run Gemini Deep Research jobs in the background and keep their reports.
 
     \b
@@ -117,9 +120,15 @@ def cli(ctx: click.Context, **connection: Any) -> None:
     ctx.obj = load_settings(**connection)
 
 
-def _console() -> Console:
+def _console(stderr: bool = False) -> Console:
     # Piped output keeps whole lines instead of rich's 80-column default.
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else 200)
+
+
+def _progress() -> display.ProgressView:
+    """Progress goes to stderr, so stdout carries only the result (a line, or JSON)."""
+    return display.ProgressView(_console(stderr=True))
 
 
 def _enqueuer(settings: Settings) -> Callable[[str], None]:
@@ -158,7 +167,7 @@ def submit(ctx: click.Context, question: str, agent: str | None, wait: bool, as_
     _require_key(settings)
     job = jobs.submit(settings, question, agent or settings.agent, _enqueuer(settings))
     if wait:
-        with display.ProgressView(_console()) as view:
+        with _progress() as view:
             job = jobs.wait(settings, job.id, view)
         _finish(job, as_json)
     elif as_json:
@@ -169,6 +178,8 @@ def submit(ctx: click.Context, question: str, agent: str | None, wait: bool, as_
 
 @contextmanager
 def _run_settings(settings: Settings, emulator: bool | None) -> Iterator[Settings]:
+    from research_runner.emulator import EmulatorSettings, run_in_thread
+
     use_emulator = emulator if emulator is not None else settings.api_key is None
     if not use_emulator:
         _require_key(settings)
@@ -196,9 +207,11 @@ def run(ctx: click.Context, question: str, agent: str | None, emulator: bool | N
     Example:
         research run "Which open datasets track urban tree cover?" --emulator
     """
+    from research_runner.gateway import Gateway
+
     settings = settings_of(ctx)
     job = jobs.create(settings, question, agent or settings.agent)
-    with _run_settings(settings, emulator) as run_settings, display.ProgressView(_console()) as view:
+    with _run_settings(settings, emulator) as run_settings, _progress() as view:
         job = jobs.run_inline(run_settings, job.id, Gateway(run_settings), view)
     _finish(job, as_json)
 
@@ -255,7 +268,7 @@ def show(ctx: click.Context, job_id: str, raw: bool) -> None:
     """
     job = jobs.find(settings_of(ctx), job_id)
     if not job.report_markdown:
-        raise Failure(f"job {job.short_id} has no report ({job.status}{': ' + job.error if job.error else ''})", 1)
+        raise Failure(f"job {job.short_id} has no report ({job.status}{': ' + job.error if job.error else ''})")
     if raw:
         click.echo(job.report_markdown, nl=False)
     else:
@@ -273,6 +286,8 @@ def cancel(ctx: click.Context, job_id: str) -> None:
     Example:
         research cancel 3f2a9c1d
     """
+    from research_runner.gateway import Gateway
+
     settings = settings_of(ctx)
     job = jobs.cancel(settings, job_id, lambda: Gateway(settings))
     click.echo(display.outcome_line(job))

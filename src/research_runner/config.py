@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     get_attempts: int = Field(default=3, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
 
+    @field_validator("api_key")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
+
     @field_validator("agent")
     @classmethod
     def _known_agent(cls, value: str) -> str:

@@ -6,12 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -19,6 +15,9 @@ from sqlmodel import Session
 
 from research_runner.config import Settings, redact_url
 from research_runner.exceptions import SchemaOutdated, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -65,6 +64,8 @@ def unavailable(settings: Settings, exc: OperationalError) -> ServiceUnavailable
 
 
 def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config  # alembic is imported only when the schema is looked at
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("research_runner") / "migrations"))
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
@@ -72,16 +73,22 @@ def _alembic_config(engine: Engine) -> Config:
 
 
 def head_revision(engine: Engine) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(settings: Settings) -> tuple[str | None, str | None]:
     """Migrate to the newest schema; returns (before, after) revisions."""
+    from alembic import command
+
     settings.ensure_dirs()
     engine = get_engine(settings.database_url)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete
 from sqlmodel import col, select
@@ -13,8 +14,10 @@ from research_runner import db, pipeline
 from research_runner.config import Settings, check_agent
 from research_runner.constants import ACTIVE_STATUSES, MAX_QUESTION_CHARS, JobStatus
 from research_runner.exceptions import InvalidInput, InvalidJobState, JobNotFound
-from research_runner.gateway import Gateway
 from research_runner.models import Job, utcnow
+
+if TYPE_CHECKING:
+    from research_runner.gateway import Gateway
 
 MIN_ID_PREFIX = 4
 WAIT_TICK = 0.5

@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlmodel import col
@@ -19,8 +19,11 @@ from research_runner import db, reports
 from research_runner.config import Settings
 from research_runner.constants import ACTIVE_STATUSES, REMOTE_RUNNING, REMOTE_TERMINAL, JobStatus
 from research_runner.exceptions import CreateOutcomeUnknown, PermanentError, RetryableError
-from research_runner.gateway import Gateway, Snapshot
 from research_runner.models import Job, utcnow
+from research_runner.snapshot import Snapshot
+
+if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
+    from research_runner.gateway import Gateway
 
 DISPATCH_BATCH = 500
 _rng = random.Random()

@@ -13,15 +13,17 @@ from typing import Any
 
 import yaml
 
-from research_runner.gateway import Citation, Snapshot
 from research_runner.models import Job
+from research_runner.snapshot import Citation, Snapshot
 
 SLUG_MAX_CHARS = 60
 TITLE_MAX_CHARS = 200
 HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 # A sources list the agent wrote itself; ours, built from the citations, replaces it.
-TRAILING_SOURCES = re.compile(r"\n#{1,3}\s*(sources|references|works cited|bibliography)\s*:?\s*\n(?:(?!\n#{1,2}\s).)*\Z",
-                              re.IGNORECASE | re.DOTALL)
+TRAILING_SOURCES = re.compile(
+    r"\n#{1,3}\s*(sources|references|works cited|bibliography)\s*:?\s*\n(?:(?!\n#{1,2}\s).)*\Z",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 @dataclass(frozen=True)
