@@ -15,10 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-from emulator_support import *  # noqa: F403
 
 from research_runner import db
 from research_runner.config import Settings, load_settings
+
+from emulator_support import *  # noqa: F403
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -90,7 +91,9 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return load_settings()
+    settings = load_settings()
+    db.ensure_schema(settings)
+    return settings
 
 
 class WorkerProcess:
@@ -109,7 +112,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.terminate()  # the main process only: a warm shutdown stops its children itself
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

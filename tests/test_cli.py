@@ -92,7 +92,8 @@ def test_unreachable_database_is_one_line(runner_env: dict[str, str]) -> None:
     env = {**runner_env, "RESEARCH_DATABASE_URL": "postgresql://user:hunter2@127.0.0.1:1/research"}
     result = invoke(env, "list")
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: cannot use the database at postgresql+psycopg://user:***@127.0.0.1:1/research (")
+    redacted = "postgresql+psycopg://user:***@127.0.0.1:1/research"
+    assert result.stderr.startswith(f"Error: cannot use the database at {redacted} (")
     assert "hunter2" not in result.output and result.stderr.count("\n") == 1
 
 

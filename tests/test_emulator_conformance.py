@@ -10,8 +10,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from emulator_support import AGENT, EmulatorHandle, assert_known, collect_stream, poll_until
 from google.genai import _interactions as gi
+
+from emulator_support import AGENT, EmulatorHandle, assert_known, collect_stream, poll_until
 
 QUESTION = "Research tidal power in Norway. Compare costs."
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

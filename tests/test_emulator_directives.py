@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from emulator_support import AGENT, EmulatorHandle
 from google.genai import _interactions as gi
 
 from research_runner.emulator.directives import Directive, DirectiveError, parse_directive
+
+from emulator_support import AGENT, EmulatorHandle
 
 
 @pytest.mark.parametrize(("text", "directive", "cleaned"), [

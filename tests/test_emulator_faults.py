@@ -7,8 +7,9 @@ import urllib.request
 from typing import Any
 
 import pytest
-from emulator_support import AGENT, EmulatorHandle, poll_until
 from google.genai import _interactions as gi
+
+from emulator_support import AGENT, EmulatorHandle, poll_until
 
 SEEDED_FLAGS = ("--outcome-rate", "failed=0.3,incomplete=0.2,stuck=0.1", "--duration", "0.05:0.3",
                 "--fault", "get:429=0.25", "--fault", "get:503=0.15", "--fault", "get:slow=0.05",

@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 import pytest
-from emulator_support import AGENT, EmulatorHandle, collect_stream, poll_until
 from google.genai import _interactions as gi
+
+from emulator_support import AGENT, EmulatorHandle, collect_stream, poll_until
 
 
 def dumped(events: list[Any]) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ from typing import Any
 import frontmatter
 import pytest
 from click.testing import CliRunner
-from conftest import settings_from, wait_for
 from markdown_it import MarkdownIt
 
 from research_runner import jobs
@@ -22,6 +21,8 @@ from research_runner.cli import cli
 from research_runner.config import Settings
 from research_runner.constants import ACTIVE_STATUSES, JobStatus
 from research_runner.models import Job
+
+from conftest import settings_from, wait_for
 
 MIXED_OUTCOMES = (
     ["completed"] * 8 + ["failed"] * 3 + ["incomplete"] * 3 + ["budget_exceeded"] * 3 + ["stuck"] * 3

@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from research_runner import db, pipeline
 from research_runner.config import Settings, check_agent
 from research_runner.constants import ACTIVE_STATUSES, MAX_QUESTION_CHARS, JobStatus
-from research_runner.exceptions import InvalidInput, InvalidJobState, JobNotFound
+from research_runner.exceptions import InvalidInput, InvalidJobState, JobNotFound, PermanentError
 from research_runner.models import Job, utcnow
 
 if TYPE_CHECKING:
@@ -101,7 +101,13 @@ def cancel(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway])
         return _reload(settings, job.id)
     job = _await_interaction(settings, job.id)
     assert job.interaction_id is not None
-    pipeline.record(settings, job, gateway_factory().cancel(job.interaction_id))
+    gateway = gateway_factory()
+    try:
+        snapshot = gateway.cancel(job.interaction_id)
+    except PermanentError:
+        # The API refuses to cancel an interaction that has ended: record how it ended instead.
+        snapshot = gateway.get(job.interaction_id)
+    pipeline.record(settings, job, snapshot)
     return _reload(settings, job.id)
 
 
