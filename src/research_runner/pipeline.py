@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,20 +120,31 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
         )
 
 
-def poll(settings: Settings, gateway: Gateway, job_id: str) -> None:
+@dataclass(frozen=True)
+class Polled:
+    """One poll's outcome, for logs and benchmarks: what the API said, and how late the poll ran."""
+
+    remote_status: str | None  # None when the API could not be asked
+    lateness: float
+
+
+def poll(settings: Settings, gateway: Gateway, job_id: str) -> Polled | None:
     """Ask the API once about a running job and record what it says."""
     job = load(settings, job_id)
     if job is None or job.status != JobStatus.RUNNING or not job.interaction_id:
-        return
+        return None
+    lateness = (utcnow() - job.next_poll_at).total_seconds() if job.next_poll_at else 0.0
     try:
         snapshot = gateway.get(job.interaction_id)
     except RetryableError as exc:
         delay = max(exc.retry_after or 0.0, backoff_delay(settings, job.poll_count))
         _reschedule(settings, job, delay, error=f"temporary API problem, will poll again: {exc}")
+        return Polled(None, lateness)
     except PermanentError as exc:
         _needs_attention(settings, job_id, JobStatus.RUNNING, f"the API refused to report on the interaction: {exc}")
-    else:
-        record(settings, job, snapshot)
+        return Polled(None, lateness)
+    record(settings, job, snapshot)
+    return Polled(snapshot.status, lateness)
 
 
 def advance(settings: Settings, gateway: Gateway, job_id: str) -> None:

@@ -16,7 +16,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from research_runner import db, pipeline
 from research_runner.config import Settings, redact_url
-from research_runner.constants import TASK_DISPATCH, TASK_POLL, TASK_SUBMIT, JobStatus
+from research_runner.constants import REMOTE_RUNNING, TASK_DISPATCH, TASK_POLL, TASK_SUBMIT, JobStatus
 from research_runner.exceptions import ServiceUnavailable
 from research_runner.gateway import Gateway
 from research_runner.scheduler import BEAT_SCHEDULER, beat_schedule
@@ -69,8 +69,14 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
 
     @app.task(name=TASK_POLL)  # type: ignore[untyped-decorator]
     def poll(job_id: str) -> dict[str, Any]:
-        pipeline.poll(settings, state.gateway(), job_id)
-        return _summary(settings, job_id)
+        polled = pipeline.poll(settings, state.gateway(), job_id)
+        if polled is None:
+            return {"job_id": job_id, "status": "skipped"}
+        log.info("job %s polled: %s (%.2f s late)", job_id[:8], polled.remote_status or "no answer", polled.lateness)
+        if polled.remote_status in REMOTE_RUNNING or polled.remote_status is None:
+            return {"job_id": job_id, "status": JobStatus.RUNNING, "remote_status": polled.remote_status,
+                    "lateness": round(polled.lateness, 3)}
+        return _summary(settings, job_id)  # it has ended: read back the stored result once
 
     @app.task(name=TASK_DISPATCH)  # type: ignore[untyped-decorator]
     def dispatch() -> dict[str, int]:
