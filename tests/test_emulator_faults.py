@@ -129,3 +129,11 @@ def test_bad_runtime_fault_config_is_rejected(emulator: EmulatorHandle) -> None:
     assert info.value.code == 400
     with pytest.raises(urllib.error.HTTPError):
         emulator.set_faults({"get": {"cut": 0.5}})
+
+
+def test_reset_restores_fault_knobs_set_at_runtime(emulator: EmulatorHandle) -> None:
+    started = emulator.set_faults({})
+    changed = emulator.set_faults({"get": {"429": 1.0}, "retry_after": 7, "slow_delay": 3})
+    assert (changed["retry_after"], changed["slow_delay"]) == (7, 3)
+    emulator.reset()
+    assert emulator.set_faults({}) == started

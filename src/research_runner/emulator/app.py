@@ -108,6 +108,8 @@ class EmulatorApp:
     def __init__(self, settings: EmulatorSettings) -> None:
         self.settings = settings
         self.store = Store(settings)
+        # PUT /_emulator/faults may change these; reset puts back the values the emulator started with.
+        self._startup_knobs = (settings.retry_after, settings.slow_delay)
         key = settings.api_key.get_secret_value() if settings.api_key else None
         self._key = key.encode() if key else None
 
@@ -242,6 +244,7 @@ class EmulatorApp:
         return json_response(self.store.stats(time.monotonic()))
 
     async def reset(self, request: Request) -> Response:
+        self.settings.retry_after, self.settings.slow_delay = self._startup_knobs
         self.store.reset()
         return json_response({"reset": True})
 
