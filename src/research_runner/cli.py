@@ -153,10 +153,14 @@ def _finish(job: Job, as_json: bool) -> None:
 @click.argument("question")
 @agent_option
 @click.option("--wait", is_flag=True, help="Stay until the job ends, showing progress.")
+@click.option("--idempotency-key", metavar="KEY",
+              help="Submitting again with the same key returns the first job instead of starting another.")
 @json_option
 @click.pass_context
 @with_database
-def submit(ctx: click.Context, question: str, agent: str | None, wait: bool, as_json: bool) -> None:
+def submit(
+    ctx: click.Context, question: str, agent: str | None, wait: bool, idempotency_key: str | None, as_json: bool
+) -> None:
     """Queue a research question for the workers.
 
     \b
@@ -165,14 +169,18 @@ def submit(ctx: click.Context, question: str, agent: str | None, wait: bool, as_
     """
     settings = settings_of(ctx)
     _require_key(settings)
-    job = jobs.submit(settings, question, agent or settings.agent, _enqueuer(settings))
+    job, created = jobs.submit(
+        settings, question, agent or settings.agent, _enqueuer(settings), idempotency_key=idempotency_key
+    )
+    if not created and not as_json:
+        click.echo(f"Job {job.short_id} was already submitted with this idempotency key ({job.status})")
     if wait:
         with _progress() as view:
             job = jobs.wait(settings, job.id, view)
         _finish(job, as_json)
     elif as_json:
         click.echo(display.to_json(display.job_dict(job)))
-    else:
+    elif created:
         click.echo(f"Submitted job {job.short_id}: {display.preview(job.question, display.QUESTION_PREVIEW)}")
 
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     request_timeout: float = Field(default=30.0, gt=0)
     get_attempts: int = Field(default=3, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
+    max_research_minutes: float = Field(default=70.0, gt=0)
+    # Shared by all workers through the database; 0 means no limit of our own (429s are still honoured).
+    api_requests_per_minute: int = Field(default=0, ge=0)
 
     @field_validator("api_key")
     @classmethod

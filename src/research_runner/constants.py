@@ -17,6 +17,9 @@ TASK_SUBMIT = "research.submit"
 TASK_POLL = "research.poll"
 TASK_DISPATCH = "research.dispatch"
 
+API_BUDGET_NAME = "gemini"
+IDEMPOTENCY_KEY_MAX_CHARS = 200
+
 
 class JobStatus(StrEnum):
     """A job's status in our database (not the API's status, which is kept in `remote_status`)."""
@@ -29,6 +32,7 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
     INCOMPLETE = "incomplete"
     BUDGET_EXCEEDED = "budget_exceeded"
+    TIMED_OUT = "timed_out"  # ran past RESEARCH_MAX_RESEARCH_MINUTES; we cancelled it
     REQUIRES_ACTION = "requires_action"  # the agent waits for the user
     NEEDS_ATTENTION = "needs_attention"  # something we cannot resolve alone (unknown API status, lost create)
 

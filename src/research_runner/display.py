@@ -38,6 +38,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "poll_count": job.poll_count,
         "total_tokens": job.total_tokens,
         "retry_of": job.retry_of,
+        "idempotency_key": job.idempotency_key,
     }
 
 

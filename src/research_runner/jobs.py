@@ -8,11 +8,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from research_runner import db, pipeline
 from research_runner.config import Settings, check_agent
-from research_runner.constants import ACTIVE_STATUSES, MAX_QUESTION_CHARS, JobStatus
+from research_runner.constants import ACTIVE_STATUSES, IDEMPOTENCY_KEY_MAX_CHARS, MAX_QUESTION_CHARS, JobStatus
 from research_runner.exceptions import InvalidInput, InvalidJobState, JobNotFound, PermanentError
 from research_runner.models import Job, utcnow
 
@@ -41,26 +42,56 @@ def clean_agent(agent: str) -> str:
         raise InvalidInput(str(exc)) from None
 
 
-def create(settings: Settings, question: str, agent: str, retry_of: str | None = None) -> Job:
+def clean_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not key.strip() or len(key) > IDEMPOTENCY_KEY_MAX_CHARS:
+        raise InvalidInput(f"the idempotency key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} characters")
+    return key
+
+
+def create(
+    settings: Settings, question: str, agent: str, retry_of: str | None = None, idempotency_key: str | None = None
+) -> Job:
     """Store a queued job. Its lease keeps the dispatcher away while the first step is sent directly."""
     now = utcnow()
     job = Job(
         question=clean_question(question), agent=clean_agent(agent), retry_of=retry_of, created_at=now,
         next_poll_at=now, lease_until=now + timedelta(seconds=settings.lease_seconds),
+        idempotency_key=clean_key(idempotency_key),
     )
     with db.session(settings) as session:
         session.add(job)
     return job
 
 
-def submit(settings: Settings, question: str, agent: str, enqueue: Enqueue, retry_of: str | None = None) -> Job:
-    job = create(settings, question, agent, retry_of)
+def by_idempotency_key(settings: Settings, key: str) -> Job | None:
+    with db.session(settings) as session:
+        return session.exec(select(Job).where(col(Job.idempotency_key) == key)).first()
+
+
+def submit(
+    settings: Settings, question: str, agent: str, enqueue: Enqueue, retry_of: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Store and enqueue a job; returns (job, True), or (the existing job, False) for a known idempotency key."""
+    existing = by_idempotency_key(settings, idempotency_key) if idempotency_key else None
+    if existing is not None:
+        return existing, False
+    try:
+        job = create(settings, question, agent, retry_of, idempotency_key)
+    except IntegrityError:
+        # The same key was submitted concurrently and the other submit won: that job is the one.
+        existing = by_idempotency_key(settings, str(idempotency_key))
+        if existing is None:
+            raise
+        return existing, False
     try:
         enqueue(job.id)
     except BaseException:
         _forget(settings, job.id)  # nothing half-stored when the broker is down
         raise
-    return job
+    return job, True
 
 
 def _forget(settings: Settings, job_id: str) -> None:
@@ -132,7 +163,7 @@ def retry(settings: Settings, ref: str, enqueue: Enqueue) -> Job:
         raise InvalidJobState(
             f"job {job.short_id} is {job.status}; only jobs that ended without a report can be retried"
         )
-    return submit(settings, job.question, job.agent, enqueue, retry_of=job.id)
+    return submit(settings, job.question, job.agent, enqueue, retry_of=job.id)[0]
 
 
 def _reload(settings: Settings, job_id: str) -> Job:

@@ -57,6 +57,7 @@ class Job(SQLModel, table=True):
     remote_status: str | None = Field(default=None, max_length=64)
     interaction_id: str | None = Field(default=None, max_length=255, index=True)
     retry_of: str | None = Field(default=None, max_length=32)
+    idempotency_key: str | None = Field(default=None, max_length=200, unique=True, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     submitted_at: datetime | None = _when()
     finished_at: datetime | None = _when()
@@ -78,3 +79,14 @@ class Job(SQLModel, table=True):
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+
+class ApiBudget(SQLModel, table=True):
+    """The API request budget shared by every worker: a per-minute counter and a pause after a 429."""
+
+    __tablename__ = "api_budget"
+
+    name: str = Field(primary_key=True, max_length=32)
+    window_start: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    used: int = 0
+    blocked_until: datetime | None = _when()

@@ -6,6 +6,7 @@ so a duplicated or late message can repeat a step but never apply one twice.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, or_, select, update
 from sqlmodel import col
 
-from research_runner import db, reports
+from research_runner import db, ratelimit, reports
 from research_runner.config import Settings
 from research_runner.constants import ACTIVE_STATUSES, REMOTE_RUNNING, REMOTE_TERMINAL, JobStatus
-from research_runner.exceptions import CreateOutcomeUnknown, PermanentError, RetryableError
+from research_runner.exceptions import CreateOutcomeUnknown, GatewayError, PermanentError, RetryableError
 from research_runner.models import Job, utcnow
 from research_runner.snapshot import Snapshot
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
     from research_runner.gateway import Gateway
 
 DISPATCH_BATCH = 500
+log = logging.getLogger(__name__)
 _rng = random.Random()
 
 
@@ -90,8 +92,25 @@ def reap_interrupted_creates(settings: Settings, now: datetime | None = None) ->
         return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 
+def _throttle(settings: Settings, job_id: str, status: JobStatus) -> bool:
+    """Hold the step back if the shared API budget is spent; True if it was held back."""
+    if not settings.api_requests_per_minute:
+        return False
+    wait = ratelimit.acquire(settings)
+    if wait > 0:
+        transition(settings, job_id, [status], next_poll_at=utcnow() + timedelta(seconds=wait), lease_until=None)
+    return wait > 0
+
+
+def _honour_retry_after(settings: Settings, exc: RetryableError) -> None:
+    if settings.api_requests_per_minute and exc.retry_after:
+        ratelimit.block(settings, exc.retry_after)  # every worker waits, not just this job
+
+
 def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
     """Create the interaction for a queued job, at most once."""
+    if _throttle(settings, job_id, JobStatus.QUEUED):
+        return
     now = utcnow()
     lease = now + timedelta(seconds=settings.lease_seconds)
     if not transition(settings, job_id, [JobStatus.QUEUED], status=JobStatus.SUBMITTING, lease_until=lease):
@@ -101,6 +120,7 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
     try:
         interaction_id = gateway.create(job.question, job.agent, job.id)
     except RetryableError as exc:
+        _honour_retry_after(settings, exc)
         delay = max(exc.retry_after or 0.0, backoff_delay(settings, job.poll_count))
         _requeue(settings, job, f"create not accepted yet, will try again: {exc}", delay)
     except CreateOutcomeUnknown as exc:
@@ -133,10 +153,17 @@ def poll(settings: Settings, gateway: Gateway, job_id: str) -> Polled | None:
     job = load(settings, job_id)
     if job is None or job.status != JobStatus.RUNNING or not job.interaction_id:
         return None
-    lateness = (utcnow() - job.next_poll_at).total_seconds() if job.next_poll_at else 0.0
+    now = utcnow()
+    lateness = (now - job.next_poll_at).total_seconds() if job.next_poll_at else 0.0
+    if job.submitted_at and now - job.submitted_at > timedelta(minutes=settings.max_research_minutes):
+        _time_out(settings, gateway, job)
+        return Polled(None, lateness)
+    if _throttle(settings, job_id, JobStatus.RUNNING):
+        return Polled(None, lateness)
     try:
         snapshot = gateway.get(job.interaction_id)
     except RetryableError as exc:
+        _honour_retry_after(settings, exc)
         delay = max(exc.retry_after or 0.0, backoff_delay(settings, job.poll_count))
         _reschedule(settings, job, delay, error=f"temporary API problem, will poll again: {exc}")
         return Polled(None, lateness)
@@ -145,6 +172,20 @@ def poll(settings: Settings, gateway: Gateway, job_id: str) -> Polled | None:
         return Polled(None, lateness)
     record(settings, job, snapshot)
     return Polled(snapshot.status, lateness)
+
+
+def _time_out(settings: Settings, gateway: Gateway, job: Job) -> None:
+    """Past the maximum research time: stop paying for it, then say so."""
+    assert job.interaction_id is not None
+    try:
+        gateway.cancel(job.interaction_id)
+    except GatewayError as exc:
+        log.warning("job %s: cancelling the timed-out interaction failed: %s", job.short_id, exc)
+    _end_without_report(
+        settings, job.id, JobStatus.RUNNING, JobStatus.TIMED_OUT,
+        f"no result after {settings.max_research_minutes:g} minutes (RESEARCH_MAX_RESEARCH_MINUTES); "
+        "the interaction was cancelled",
+    )
 
 
 def advance(settings: Settings, gateway: Gateway, job_id: str) -> None:

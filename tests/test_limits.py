@@ -1,0 +1,88 @@
+"""Idempotency keys, the maximum research time, and the API budget shared by all workers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from research_runner import jobs, pipeline, ratelimit
+from research_runner.cli import cli
+from research_runner.constants import JobStatus
+from research_runner.gateway import Gateway
+
+from conftest import settings_from
+
+QUESTION = "How are offshore wind farms maintained? [[emulator duration=0.3]]"
+
+
+def test_the_same_idempotency_key_gives_one_job(
+    runner_env: dict[str, str], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**runner_env, "RESEARCH_BROKER_URL": redis_url}
+    first = CliRunner().invoke(cli, ["submit", "--json", "--idempotency-key", "weekly-42", QUESTION], env=env)
+    second = CliRunner().invoke(cli, ["submit", "--idempotency-key", "weekly-42", QUESTION], env=env)
+    job = json.loads(first.stdout)
+    assert (first.exit_code, second.exit_code) == (0, 0)
+    assert second.stdout == f"Job {job['id'][:8]} was already submitted with this idempotency key (queued)\n"
+    settings = settings_from(env, monkeypatch)
+    assert [j.id for j in jobs.list_jobs(settings)] == [job["id"]]
+    assert job["idempotency_key"] == "weekly-42"
+
+
+def test_a_job_past_the_maximum_research_time_is_cancelled_and_timed_out(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
+) -> None:
+    settings = settings_from({**runner_env, "RESEARCH_MAX_RESEARCH_MINUTES": "0.001"}, monkeypatch)
+    job = jobs.create(settings, "Never ends [[emulator outcome=stuck]]", settings.agent)
+    gateway = Gateway(settings)
+    pipeline.advance(settings, gateway, job.id)
+    running = jobs.find(settings, job.id)
+    assert running.status == JobStatus.RUNNING
+    pipeline.transition(settings, job.id, [JobStatus.RUNNING], submitted_at=running.submitted_at - timedelta(seconds=1))
+    pipeline.advance(settings, gateway, job.id)
+    ended = jobs.find(settings, job.id)
+    assert ended.status == JobStatus.TIMED_OUT and ended.finished_at is not None
+    assert ended.error == ("no result after 0.001 minutes (RESEARCH_MAX_RESEARCH_MINUTES); "
+                           "the interaction was cancelled")
+    assert emulator.stats()["status_counts"] == {"cancelled": 1}
+
+
+def test_the_shared_budget_grants_at_most_the_limit_per_minute(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from({**runner_env, "RESEARCH_API_REQUESTS_PER_MINUTE": "3"}, monkeypatch)
+    minute = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    waits = [ratelimit.acquire(settings, minute + timedelta(seconds=s)) for s in (1, 2, 3, 4, 50)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert waits[3:] == [56.0, 10.0]  # until the next minute starts
+    assert ratelimit.acquire(settings, minute + timedelta(seconds=61)) == 0.0
+
+
+def test_a_429_pauses_every_worker_until_retry_after(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from({**runner_env, "RESEARCH_API_REQUESTS_PER_MINUTE": "100"}, monkeypatch)
+    now = datetime(2026, 11, 26, 12, 0, 10, tzinfo=UTC)
+    ratelimit.block(settings, 30, now)
+    ratelimit.block(settings, 5, now)  # a shorter pause never cuts a longer one short
+    assert ratelimit.acquire(settings, now + timedelta(seconds=1)) == 29.0
+    assert ratelimit.acquire(settings, now + timedelta(seconds=31)) == 0.0
+
+
+def test_jobs_over_the_budget_wait_without_calling_the_api(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
+) -> None:
+    settings = settings_from({**runner_env, "RESEARCH_API_REQUESTS_PER_MINUTE": "2"}, monkeypatch)
+    gateway = Gateway(settings)
+    created = [jobs.create(settings, f"Q{i} [[emulator duration=30]]", settings.agent) for i in range(3)]
+    for job in created:
+        pipeline.advance(settings, gateway, job.id)
+    statuses = [jobs.find(settings, job.id).status for job in created]
+    assert statuses.count(JobStatus.RUNNING) == 2 and statuses.count(JobStatus.QUEUED) == 1
+    assert emulator.stats()["interactions_created"] == 2
+    held = next(jobs.find(settings, j.id) for j in created if jobs.find(settings, j.id).status == JobStatus.QUEUED)
+    assert held.next_poll_at is not None and held.next_poll_at > held.updated_at and held.poll_count == 0
