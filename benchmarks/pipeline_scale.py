@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,17 @@ def run_baseline_worker(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- processes and resources
+def postgres_backends(database: str) -> list[int]:
+    """The server processes serving `database` (their title names it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if f" {database} ".encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+    return found
+
+
 def proc_tree(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -130,9 +142,9 @@ def cpu_and_rss(pid: int) -> tuple[float, int]:
 
 @dataclass
 class Sampler:
-    """Peak summed RSS and CPU seconds of a process tree, sampled every `period` seconds in a thread."""
+    """Peak summed RSS and CPU seconds of a set of processes, sampled every `period` seconds in a thread."""
 
-    root: int
+    pids: Callable[[], list[int]]
     period: float = 0.5
     peak_rss: int = 0
     cpu: dict[int, float] = field(default_factory=dict)
@@ -140,7 +152,7 @@ class Sampler:
 
     def sample(self) -> None:
         rss = 0
-        for pid in proc_tree(self.root):
+        for pid in self.pids():
             seconds, pid_rss = cpu_and_rss(pid)
             self.cpu[pid] = max(self.cpu.get(pid, 0.0), seconds)
             rss += pid_rss
@@ -228,6 +240,7 @@ class Phase:
     cpu: float
     peak_rss: int
     emulator_cpu: float
+    postgres_cpu: float
     machine_busy: float
     log: str
 
@@ -263,10 +276,11 @@ def run_phase(name: str, args: argparse.Namespace, env: dict[str, str], settings
     worker = start_logged(command, env, log_path)
     try:
         wait_for_log(log_path, "ready.", 60, worker)
-        emulator = Sampler(emulator_pid)
+        emulator = Sampler(lambda: [emulator_pid])
         emulator.sample()
         busy0, total0 = machine_busy()
-        with Sampler(worker.pid) as sampler:
+        database = settings.database_url.rsplit("/", 1)[1]
+        with Sampler(lambda: proc_tree(worker.pid)) as sampler, Sampler(lambda: postgres_backends(database)) as pg:
             started = time.monotonic()
             by_id = insert_jobs(settings, durations)
             if name == "baseline":
@@ -287,9 +301,9 @@ def run_phase(name: str, args: argparse.Namespace, env: dict[str, str], settings
             seen = time.time()
             info = admin(emulator_url, f"/_emulator/interactions/{row.interaction_id}")
             ends[row.id] = seen - info["elapsed"] + info["duration"]
+    busy = (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
     return Phase(name, rows, by_id, ends, elapsed, complete, gets, sampler.cpu_seconds, sampler.peak_rss,
-                 emulator.cpu_seconds, (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1),
-                 log_path.read_text(errors="replace"))
+                 emulator.cpu_seconds, pg.cpu_seconds, busy, log_path.read_text(errors="replace"))
 
 
 def wait_until_done(settings: Settings, started: float, cap: float) -> bool:
@@ -327,6 +341,7 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
         span_note = f" (projected: {n} x {slot:.0f} s slot / {args.concurrency})"
         gets = [int(m.group(1)) for m in BASELINE_DONE.finditer(phase.log)]
         gets_per_job = statistics.fmean(gets) if gets else float("nan")
+    others = phase.machine_busy - (phase.cpu + phase.emulator_cpu + phase.postgres_cpu) / phase.elapsed
     submit_delay = [(r.submitted_at - r.created_at).total_seconds() for r in rows if r.submitted_at]
     return {
         "jobs finished / in run": f"{len(done)}/{n} in {phase.elapsed:.0f} s",
@@ -342,8 +357,8 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
                                       f"{percentile(task_times, 0.99) * 1000:.0f}" if task_times else "n/a"),
         "worker CPU s (per job)": f"{phase.cpu:.0f} ({phase.cpu / max(1, len(done)):.2f})",
         "worker peak RSS MB (tree)": f"{phase.peak_rss / 2**20:.0f}",
-        "emulator CPU s": f"{phase.emulator_cpu:.0f}",
-        "machine CPU busy (cores of 2)": f"{phase.machine_busy:.2f}",
+        "emulator / PostgreSQL CPU s": f"{phase.emulator_cpu:.0f} / {phase.postgres_cpu:.0f}",
+        "machine busy, cores (others)": f"{phase.machine_busy:.2f} ({others:.2f})",
     }
 
 
@@ -377,6 +392,18 @@ def reset_stores(settings: Settings, broker: redis.Redis, emulator_url: str) -> 
     admin(emulator_url, "/_emulator/reset", "POST")
 
 
+def drop_database(name: str) -> None:
+    for attempt in range(10):  # the server may be restarting (other people's chaos tests share it)
+        try:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.OperationalError:
+            if attempt == 9:
+                raise
+            time.sleep(2)
+
+
 def bench(args: argparse.Namespace) -> None:
     lo, hi = (float(x) for x in args.durations.split(":"))
     rng = random.Random(args.seed)
@@ -408,8 +435,7 @@ def bench(args: argparse.Namespace) -> None:
         broker.flushdb()
         broker.close()
         db.dispose_engines()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
         if args.keep_logs:
             print(f"logs kept in {tmp}")
         else:
