@@ -139,6 +139,7 @@ def test_submit_status_list_show_on_success(runner_env: dict[str, str], finished
     table = invoke(runner_env, "list").stdout.splitlines()
     assert table[0].split() == ["ID", "STATUS", "AGE", "QUESTION", "REPORT"]
     assert table[1].startswith(f"{finished_job[:8]}  completed")
+    assert "Done already? [[emulator duration=0.2]]" in table[1], "questions are shown as text, not markup"
 
 
 def test_submit_prints_the_job_id(runner_env: dict[str, str], redis_url: str) -> None:

@@ -220,8 +220,21 @@ def run(ctx: click.Context, question: str, agent: str | None, emulator: bool | N
     settings = settings_of(ctx)
     job = jobs.create(settings, question, agent or settings.agent)
     with _run_settings(settings, emulator) as run_settings, _progress() as view:
-        job = jobs.run_inline(run_settings, job.id, Gateway(run_settings), view)
+        try:
+            job = jobs.run_inline(run_settings, job.id, Gateway(run_settings), view)
+        except KeyboardInterrupt:
+            _interrupted(settings, run_settings, job.id)
+            raise click.Abort() from None
     _finish(job, as_json)
+
+
+def _interrupted(settings: Settings, run_settings: Settings, job_id: str) -> None:
+    if run_settings.gemini_base_url != settings.gemini_base_url:
+        # The private emulator dies with this process, and its interaction with it.
+        jobs.abandon(settings, job_id, "interrupted; the private emulator stopped with `research run`")
+        return
+    click.echo(f"Job {job_id[:8]} goes on: a `research worker` will finish it, or `research cancel {job_id[:8]}`.",
+               err=True)
 
 
 @cli.command("list")

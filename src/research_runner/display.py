@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.status import Status
 from rich.table import Table
+from rich.text import Text
 
 from research_runner.constants import ACTIVE_STATUSES, JobStatus
 from research_runner.models import Job, utcnow
@@ -87,11 +88,11 @@ class ProgressView:
 
     def __call__(self, job: Job) -> None:
         if self._spinner is not None:
-            self._spinner.update(progress_line(job))
+            self._spinner.update(Text(progress_line(job)))
             return
         key = (job.status, job.last_thought)
         if key != self._last and job.status in ACTIVE_STATUSES:
-            self.console.print(progress_line(job), highlight=False, soft_wrap=True)
+            self.console.print(Text(progress_line(job)), highlight=False, soft_wrap=True)
         self._last = key
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
@@ -104,8 +105,9 @@ def jobs_table(jobs: list[Job]) -> Table:
     for column in ("ID", "STATUS", "AGE", "QUESTION", "REPORT"):
         table.add_column(column, no_wrap=column != "QUESTION")
     for job in jobs:
-        table.add_row(job.short_id, job.status, elapsed(job), preview(job.question, QUESTION_PREVIEW),
-                      job.report_path or "")
+        # Text, not markup: questions and paths may contain [brackets].
+        cells = (job.short_id, job.status, elapsed(job), preview(job.question, QUESTION_PREVIEW), job.report_path or "")
+        table.add_row(*(Text(cell) for cell in cells))
     return table
 
 
@@ -131,5 +133,5 @@ def report_body(markdown: str) -> str:
 
 def render_report(console: Console, job: Job) -> None:
     assert job.report_markdown is not None
-    console.print(f"[dim]{job.short_id} · {job.status} · {job.report_path}[/dim]")
+    console.print(Text(f"{job.short_id} · {job.status} · {job.report_path}", style="dim"))
     console.print(Markdown(report_body(job.report_markdown)))

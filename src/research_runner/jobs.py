@@ -142,6 +142,14 @@ def cancel(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway])
     return _reload(settings, job.id)
 
 
+def abandon(settings: Settings, job_id: str, reason: str) -> None:
+    """Mark an unfinished job cancelled without asking the API (its interaction is gone with its server)."""
+    pipeline.transition(
+        settings, job_id, ACTIVE_STATUSES, status=JobStatus.CANCELLED, finished_at=utcnow(), next_poll_at=None,
+        lease_until=None, error=reason,
+    )
+
+
 def _await_interaction(settings: Settings, job_id: str, timeout: float = 30.0) -> Job:
     """A create may be in flight; cancelling needs its interaction id, so wait briefly for it."""
     deadline = time.monotonic() + timeout
