@@ -13,7 +13,7 @@ import click
 from pydantic import SecretStr
 from rich.console import Console
 
-from research_runner import db, display, jobs
+from research_runner import batches, db, display, jobs
 from research_runner.config import Settings, load_settings
 from research_runner.constants import AGENTS, JobStatus
 from research_runner.emulator.cli import emulator_command
@@ -240,17 +240,20 @@ def _interrupted(settings: Settings, run_settings: Settings, job_id: str) -> Non
 @cli.command("list")
 @click.option("--status", type=click.Choice([s.value for s in JobStatus]), help="Only jobs in this status.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="At most this many.")
+@click.option("--batch", "batch_ref", metavar="BATCH", help="Only jobs of this batch (id, id prefix or name).")
 @json_option
 @click.pass_context
 @with_database
-def list_command(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
+def list_command(ctx: click.Context, status: str | None, limit: int, batch_ref: str | None, as_json: bool) -> None:
     """List jobs, newest first.
 
     \b
     Example:
         research list --status running --limit 50
     """
-    found = jobs.list_jobs(settings_of(ctx), status, limit)
+    settings = settings_of(ctx)
+    batch_id = batches.find(settings, batch_ref).id if batch_ref else None
+    found = jobs.list_jobs(settings, status, limit, batch_id)
     if as_json:
         click.echo(display.to_json([display.job_dict(job) for job in found]))
     elif not found:
@@ -379,3 +382,7 @@ cli.add_command(emulator_command)
 
 def main() -> None:
     cli(prog_name="research")
+
+
+# Commands of other parts register themselves on `cli` when their modules are imported.
+from research_runner import cli_batch  # noqa: E402,F401

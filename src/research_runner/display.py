@@ -40,11 +40,19 @@ def job_dict(job: Job) -> dict[str, Any]:
         "total_tokens": job.total_tokens,
         "retry_of": job.retry_of,
         "idempotency_key": job.idempotency_key,
+        "batch_id": job.batch_id,
+        "tags": json.loads(job.tags) if job.tags else [],
     }
 
 
 def to_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def duration_text(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
 def elapsed(job: Job) -> str:

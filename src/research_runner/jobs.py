@@ -113,10 +113,12 @@ def find(settings: Settings, ref: str) -> Job:
     return matches[0]
 
 
-def list_jobs(settings: Settings, status: str | None = None, limit: int = 20) -> list[Job]:
+def list_jobs(settings: Settings, status: str | None = None, limit: int = 20, batch_id: str | None = None) -> list[Job]:
     query = select(Job).order_by(col(Job.created_at).desc()).limit(limit)
     if status:
         query = query.where(col(Job.status) == status)
+    if batch_id:
+        query = query.where(col(Job.batch_id) == batch_id)
     with db.session(settings) as session:
         return list(session.exec(query))
 

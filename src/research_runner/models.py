@@ -58,6 +58,8 @@ class Job(SQLModel, table=True):
     interaction_id: str | None = Field(default=None, max_length=255, index=True)
     retry_of: str | None = Field(default=None, max_length=32)
     idempotency_key: str | None = Field(default=None, max_length=200, unique=True, index=True)
+    batch_id: str | None = Field(default=None, max_length=32, index=True)
+    tags: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON list
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     submitted_at: datetime | None = _when()
     finished_at: datetime | None = _when()
@@ -90,3 +92,41 @@ class ApiBudget(SQLModel, table=True):
     window_start: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     used: int = 0
     blocked_until: datetime | None = _when()
+
+
+class Batch(SQLModel, table=True):
+    """Jobs submitted together, from a file or a schedule's firing; its digest is written when all have ended."""
+
+    __tablename__ = "batches"
+
+    id: str = Field(default_factory=new_job_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=200)
+    source: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    schedule_id: str | None = Field(default=None, max_length=32)
+    due_at: datetime | None = _when()
+    job_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    finished_at: datetime | None = _when(index=True)
+    digest_path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+
+class Schedule(SQLModel, table=True):
+    """A cron schedule whose every due time creates one batch."""
+
+    __tablename__ = "schedules"
+
+    id: str = Field(default_factory=new_job_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=100, unique=True)
+    cron: str = Field(max_length=100)
+    timezone: str = Field(max_length=64)
+    agent: str = Field(max_length=100)
+    items: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of batch items
+    paused: bool = False
+    catch_up: bool = True
+    next_run_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    last_run_at: datetime | None = _when()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

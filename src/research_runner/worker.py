@@ -14,7 +14,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError as BrokerError
 
-from research_runner import db, pipeline
+from research_runner import batches, db, pipeline, schedules
 from research_runner.config import Settings, redact_url
 from research_runner.constants import REMOTE_RUNNING, TASK_DISPATCH, TASK_POLL, TASK_SUBMIT, JobStatus
 from research_runner.exceptions import ServiceUnavailable
@@ -80,12 +80,15 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
 
     @app.task(name=TASK_DISPATCH)  # type: ignore[untyped-decorator]
     def dispatch() -> dict[str, int]:
+        fired = schedules.fire_due(settings)  # before claiming, so a firing's jobs start in this tick
         reaped = pipeline.reap_interrupted_creates(settings)
         due = pipeline.claim_due(settings)
         for job_id, status in due:
             name = TASK_SUBMIT if status == JobStatus.QUEUED else TASK_POLL
             app.send_task(name, args=[job_id], expires=settings.lease_seconds)
-        return {"dispatched": len(due), "interrupted_creates": reaped}
+        digests = batches.finalize_ready(settings)
+        return {"dispatched": len(due), "interrupted_creates": reaped, "schedules_fired": len(fired),
+                "digests_written": len(digests)}
 
 
 def _summary(settings: Settings, job_id: str) -> dict[str, Any]:
@@ -121,3 +124,15 @@ def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None,
     if pool:
         argv.append(f"--pool={pool}")
     app.worker_main(argv)
+
+
+def check_broker(app: Celery, settings: Settings) -> None:
+    """Fail early, with the fix, when the broker cannot be reached."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=BROKER_CONNECT_TIMEOUT)
+    except (BrokerError, OSError) as exc:
+        raise ServiceUnavailable(
+            f"cannot reach the broker at {redact_url(settings.broker_url)} ({exc}); "
+            "check RESEARCH_BROKER_URL and that the broker is running"
+        ) from None
