@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from pydantic import SecretStr
@@ -19,6 +19,9 @@ from research_runner.constants import AGENTS, JobStatus
 from research_runner.emulator.cli import emulator_command
 from research_runner.exceptions import InvalidInput, ResearchError
 from research_runner.models import Job
+
+if TYPE_CHECKING:
+    from research_runner.watch import LiveJobs
 
 F = TypeVar("F", bound=Callable[..., Any])
 # A private emulator finishes in seconds, so poll it often.
@@ -126,9 +129,11 @@ def _console(stderr: bool = False) -> Console:
     return Console(file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else 200)
 
 
-def _progress() -> display.ProgressView:
-    """Progress goes to stderr, so stdout carries only the result (a line, or JSON)."""
-    return display.ProgressView(_console(stderr=True))
+def _progress() -> LiveJobs:
+    """Progress goes to stderr, so stdout carries only the result (a line, or JSON); drawn as `research watch`."""
+    from research_runner.watch import LiveJobs
+
+    return LiveJobs(_console(stderr=True))
 
 
 def _enqueuer(settings: Settings) -> Callable[[str], None]:
@@ -385,4 +390,4 @@ def main() -> None:
 
 
 # Commands of other parts register themselves on `cli` when their modules are imported.
-from research_runner import cli_batch  # noqa: E402,F401
+from research_runner import cli_batch, cli_ops  # noqa: E402,F401

@@ -40,11 +40,30 @@ class Settings(BaseSettings):
     max_research_minutes: float = Field(default=70.0, gt=0)
     # Shared by all workers through the database; 0 means no limit of our own (429s are still honoured).
     api_requests_per_minute: int = Field(default=0, ge=0)
+    # `user:password` (several separated by commas) for `research flower`; never put on a command line.
+    flower_basic_auth: SecretStr | None = None
 
     @field_validator("api_key")
     @classmethod
     def _blank_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_colon_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for pair in value.get_secret_value().split(","):
+            user, _, password = pair.partition(":")
+            if not user.strip() or not password:
+                raise ValueError("must be user:password (several separated by commas)")
+        return value
+
+    @field_validator("gemini_base_url")
+    @classmethod
+    def _blank_url_is_default(cls, value: str | None) -> str | None:
+        # compose passes an unset variable as "", which means Google's own URL.
+        return (value or "").strip() or None
 
     @field_validator("agent")
     @classmethod

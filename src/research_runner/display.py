@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
-from research_runner.constants import ACTIVE_STATUSES, JobStatus
+from research_runner.constants import JobStatus
 from research_runner.models import Job, utcnow
 
 QUESTION_PREVIEW = 60
@@ -78,34 +76,6 @@ def outcome_line(job: Job) -> str:
     detail = f": {job.error}" if job.error else ""
     saved = f" (partial report: {job.report_path})" if job.report_path else ""
     return f"Job {job.short_id} {job.status}{detail}{saved}"
-
-
-class ProgressView:
-    """A spinner on a terminal; elsewhere a line each time something changes."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self._spinner: Status | None = None
-        self._last: tuple[str, str | None] | None = None
-
-    def __enter__(self) -> ProgressView:
-        if self.console.is_terminal:
-            self._spinner = self.console.status("starting…")
-            self._spinner.start()
-        return self
-
-    def __call__(self, job: Job) -> None:
-        if self._spinner is not None:
-            self._spinner.update(Text(progress_line(job)))
-            return
-        key = (job.status, job.last_thought)
-        if key != self._last and job.status in ACTIVE_STATUSES:
-            self.console.print(Text(progress_line(job)), highlight=False, soft_wrap=True)
-        self._last = key
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        if self._spinner is not None:
-            self._spinner.stop()
 
 
 def jobs_table(jobs: list[Job]) -> Table:

@@ -6,12 +6,18 @@ paid research job. Reads and cancels are safe to repeat and keep a few SDK retri
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
 from google import genai
 from google.genai import _interactions as sdk_errors
 from google.genai import types
 from google.genai.interactions import Interaction
 
 from research_runner.config import Settings
+from research_runner.constants import REMOTE_TERMINAL
 from research_runner.exceptions import CreateOutcomeUnknown, GatewayError, PermanentError, RetryableError
 from research_runner.snapshot import Snapshot, snapshot_from_json
 
@@ -21,6 +27,26 @@ NOT_PROCESSED_STATUSES = frozenset({429})
 # Transport errors raised before a request left this machine. Matched by name because the SDK may run on
 # httpx or httpx2, whose classes differ.
 NOT_SENT_TRANSPORT_ERRORS = frozenset({"ConnectError", "ConnectTimeout"})
+# Consecutive stream drops without a single new event before following a stream gives up.
+STREAM_RECONNECTS = 5
+STREAM_BACKOFF_MAX = 5.0
+# An interaction id that cannot exist: asking for it costs nothing and shows whether the API accepts the key.
+PROBE_INTERACTION_ID = "research-runner-doctor-probe"
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event of an interaction's stream, reduced to what a viewer shows."""
+
+    event_id: str | None
+    kind: str  # the API's event_type, e.g. "step.delta"
+    status: str | None = None  # the interaction's status, on status updates and created/completed events
+    thought: str | None = None  # a thought summary, from a delta or a whole thought step
+    error: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind in ("interaction.completed", "error") or self.status in REMOTE_TERMINAL
 
 
 class Gateway:
@@ -50,12 +76,82 @@ class Gateway:
         except sdk_errors.GeminiNextGenAPIClientError as exc:
             raise classify_error(exc) from exc
 
+    def stream(self, interaction_id: str, last_event_id: str | None = None) -> Iterator[StreamEvent]:
+        """The interaction's events after `last_event_id`, until it ends; a dropped stream is resumed.
+
+        The SDK does not resume by itself: a cut raises APIConnectionError mid-iteration, so this reconnects
+        with the last event id seen. It gives up after STREAM_RECONNECTS drops in a row without a new event.
+        """
+        drops = 0
+        while True:
+            try:
+                for event in self._stream_once(interaction_id, last_event_id):
+                    last_event_id = event.event_id or last_event_id
+                    drops = 0
+                    yield event
+                    if event.terminal:
+                        return
+                problem: GatewayError = RetryableError("the stream closed before the interaction ended")
+            except RetryableError as exc:
+                problem = exc
+            drops += 1
+            if drops > STREAM_RECONNECTS:
+                raise RetryableError(f"the event stream dropped {drops} times in a row: {problem}")
+            if drops > 1:  # the first reconnect is immediate; repeated drops give the server a breather
+                time.sleep(min(0.25 * 2 ** (drops - 2), STREAM_BACKOFF_MAX))
+
+    def _stream_once(self, interaction_id: str, last_event_id: str | None) -> Iterator[StreamEvent]:
+        try:
+            events = self._read_client.interactions.get(interaction_id, stream=True, last_event_id=last_event_id)
+            with events:
+                for event in events:
+                    yield stream_event(event)
+        except sdk_errors.GeminiNextGenAPIClientError as exc:
+            raise classify_error(exc) from exc
+
+    def check_access(self) -> None:
+        """Ask for an interaction that cannot exist: a 404 shows the API answers and accepts the key."""
+        try:
+            self._read_client.interactions.with_raw_response.get(PROBE_INTERACTION_ID)
+        except sdk_errors.NotFoundError:
+            return
+        except sdk_errors.GeminiNextGenAPIClientError as exc:
+            raise classify_error(exc) from exc
+
     def cancel(self, interaction_id: str) -> Snapshot:
         try:
             raw = self._read_client.interactions.with_raw_response.cancel(interaction_id)
             return snapshot_from_json(raw.json())
         except sdk_errors.GeminiNextGenAPIClientError as exc:
             raise classify_error(exc) from exc
+
+
+def stream_event(event: Any) -> StreamEvent:
+    """Reduce one SDK stream event (a typed model) to a StreamEvent."""
+    kind = str(getattr(event, "event_type", "") or "")
+    event_id = getattr(event, "event_id", None)
+    base = StreamEvent(event_id=str(event_id) if event_id else None, kind=kind)
+    if kind == "interaction.status_update":
+        return _with(base, status=getattr(event, "status", None))
+    if kind in ("interaction.created", "interaction.completed"):
+        return _with(base, status=getattr(getattr(event, "interaction", None), "status", None))
+    if kind == "step.delta" and getattr(event.delta, "type", None) == "thought_summary":
+        return _with(base, thought=getattr(getattr(event.delta, "content", None), "text", None))
+    if kind == "step.start" and getattr(event.step, "type", None) == "thought":
+        # Some streams carry whole thought steps with their summary instead of deltas.
+        parts = [getattr(block, "text", None) for block in getattr(event.step, "summary", None) or []]
+        return _with(base, thought=" ".join(p for p in parts if p) or None)
+    if kind == "error":
+        error = getattr(event, "error", None)
+        return _with(base, error=f"{getattr(error, 'code', 'error')}: {getattr(error, 'message', '')}")
+    return base
+
+
+def _with(event: StreamEvent, status: Any = None, thought: Any = None, error: Any = None) -> StreamEvent:
+    def text(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    return replace(event, status=text(status), thought=text(thought), error=text(error))
 
 
 def _client(settings: Settings, attempts: int) -> genai.Client:

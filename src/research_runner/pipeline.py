@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlmodel import col
 
 from research_runner import db, ratelimit, reports
@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
     from research_runner.gateway import Gateway
 
 DISPATCH_BATCH = 500
+# Enough of a question for the dispatcher to label its tasks (worker.task_label flattens and cuts it).
+QUESTION_START_CHARS = 120
 log = logging.getLogger(__name__)
 _rng = random.Random()
 
@@ -55,8 +57,11 @@ def load(settings: Settings, job_id: str) -> Job | None:
         return session.get(Job, job_id)
 
 
-def claim_due(settings: Settings, now: datetime | None = None) -> list[tuple[str, str]]:
-    """Lease the jobs whose next step is due; returns (job id, status) pairs for the dispatcher to send."""
+def claim_due(settings: Settings, now: datetime | None = None) -> list[tuple[str, str, str]]:
+    """Lease the jobs whose next step is due; returns (job id, status, question start) for the dispatcher.
+
+    The question's start only labels the tasks in Flower, so the database cuts it rather than sending it all.
+    """
     now = now or utcnow()
     due = and_(
         col(Job.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]),
@@ -68,10 +73,10 @@ def claim_due(settings: Settings, now: datetime | None = None) -> list[tuple[str
         update(Job)
         .where(col(Job.id).in_(candidates.scalar_subquery()), due)
         .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
-        .returning(col(Job.id), col(Job.status))
+        .returning(col(Job.id), col(Job.status), func.substr(col(Job.question), 1, QUESTION_START_CHARS))
     )
     with db.session(settings) as session:
-        return [(row[0], row[1]) for row in session.execute(statement)]
+        return [(row[0], row[1], row[2]) for row in session.execute(statement)]
 
 
 def reap_interrupted_creates(settings: Settings, now: datetime | None = None) -> int:

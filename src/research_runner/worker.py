@@ -16,13 +16,21 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from research_runner import batches, db, pipeline, schedules
 from research_runner.config import Settings, redact_url
-from research_runner.constants import REMOTE_RUNNING, TASK_DISPATCH, TASK_POLL, TASK_SUBMIT, JobStatus
+from research_runner.constants import (
+    ENDED_STATUSES,
+    REMOTE_RUNNING,
+    TASK_DISPATCH,
+    TASK_POLL,
+    TASK_SUBMIT,
+    JobStatus,
+)
 from research_runner.exceptions import ServiceUnavailable
 from research_runner.gateway import Gateway
 from research_runner.scheduler import BEAT_SCHEDULER, beat_schedule
 
 log = logging.getLogger("research_runner.worker")
 BROKER_CONNECT_TIMEOUT = 5.0
+TASK_LABEL_CHARS = 60  # of the question, in a task's arguments as Flower shows them
 
 
 class _PerProcess:
@@ -65,7 +73,7 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=TASK_SUBMIT)  # type: ignore[untyped-decorator]
     def submit(job_id: str) -> dict[str, Any]:
         pipeline.start(settings, state.gateway(), job_id)
-        return _summary(settings, job_id)
+        return _summary(settings, job_id, after_submit=True)
 
     @app.task(name=TASK_POLL)  # type: ignore[untyped-decorator]
     def poll(job_id: str) -> dict[str, Any]:
@@ -73,30 +81,47 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         if polled is None:
             return {"job_id": job_id, "status": "skipped"}
         log.info("job %s polled: %s (%.2f s late)", job_id[:8], polled.remote_status or "no answer", polled.lateness)
-        if polled.remote_status in REMOTE_RUNNING or polled.remote_status is None:
+        if polled.remote_status in REMOTE_RUNNING:
             return {"job_id": job_id, "status": JobStatus.RUNNING, "remote_status": polled.remote_status,
                     "lateness": round(polled.lateness, 3)}
-        return _summary(settings, job_id)  # it has ended: read back the stored result once
+        # It has ended, or the API did not answer (which may have timed it out): read back what is stored.
+        return _summary(settings, job_id)
 
     @app.task(name=TASK_DISPATCH)  # type: ignore[untyped-decorator]
     def dispatch() -> dict[str, int]:
         fired = schedules.fire_due(settings)  # before claiming, so a firing's jobs start in this tick
         reaped = pipeline.reap_interrupted_creates(settings)
         due = pipeline.claim_due(settings)
-        for job_id, status in due:
+        for job_id, status, question_start in due:
             name = TASK_SUBMIT if status == JobStatus.QUEUED else TASK_POLL
-            app.send_task(name, args=[job_id], expires=settings.lease_seconds)
+            app.send_task(name, args=[job_id], argsrepr=task_label(job_id, question_start),
+                          expires=settings.lease_seconds)
         digests = batches.finalize_ready(settings)
         return {"dispatched": len(due), "interrupted_creates": reaped, "schedules_fired": len(fired),
                 "digests_written": len(digests)}
 
 
-def _summary(settings: Settings, job_id: str) -> dict[str, Any]:
+def _summary(settings: Settings, job_id: str, *, after_submit: bool = False) -> dict[str, Any]:
+    """The task's result (Flower shows it), logging the job's events: one line each, no secrets."""
     job = pipeline.load(settings, job_id)
     if job is None:
         return {"job_id": job_id, "status": "missing"}
-    log.info("job %s %s (polls: %d)", job.short_id, job.status, job.poll_count)
-    return {"job_id": job.id, "status": job.status, "title": job.report_title, "report_path": job.report_path}
+    if after_submit:
+        created = f" (interaction {job.interaction_id})" if job.interaction_id else ""
+        log.info("job %s submitted: %s%s", job.short_id, job.status, created)
+    summary = {"job_id": job.id, "status": job.status, "title": job.report_title, "report_path": job.report_path}
+    if job.status in ENDED_STATUSES:
+        log.info("job %s finished: %s (polls: %d, report: %s)", job.short_id, job.status, job.poll_count,
+                 job.report_path or "none")
+        summary["error"] = job.error
+    return summary
+
+
+def task_label(job_id: str, question: str) -> str:
+    """What Flower shows as a task's arguments: the job id and the question's start, never more."""
+    start = " ".join(question.split())
+    start = start if len(start) <= TASK_LABEL_CHARS else start[: TASK_LABEL_CHARS - 1] + "…"
+    return repr((job_id, start))
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
@@ -104,12 +129,17 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     db.dispose_engines()
 
 
-def enqueue(app: Celery, settings: Settings, job_id: str) -> None:
+def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None = None) -> None:
     """Send a job's first step now; a broker that cannot be reached is the caller's error to report."""
+    if question is None:
+        job = pipeline.load(settings, job_id)
+        question = job.question if job else ""
+    label = task_label(job_id, question)
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=BROKER_CONNECT_TIMEOUT)
-            app.send_task(TASK_SUBMIT, args=[job_id], connection=conn, retry=False, expires=settings.lease_seconds)
+            app.send_task(TASK_SUBMIT, args=[job_id], argsrepr=label, connection=conn, retry=False,
+                          expires=settings.lease_seconds)
     except (BrokerError, OSError) as exc:
         raise ServiceUnavailable(
             f"cannot reach the broker at {redact_url(settings.broker_url)} ({exc}); "

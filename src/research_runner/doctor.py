@@ -1,0 +1,149 @@
+"""`research doctor`: check every piece the runner depends on, one line each, with the fix for a failure.
+
+Checks never print the API key or a password: URLs are shown redacted, the key only as present or not.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError
+
+from research_runner import db
+from research_runner.config import Settings, redact_url
+from research_runner.exceptions import GatewayError, PermanentError
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "skip"
+BROKER_TIMEOUT = 5.0
+PING_TIMEOUT = 2.0
+API_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    state: str  # OK, FAIL, WARN or SKIP
+    detail: str
+    fix: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.state == FAIL
+
+    def line(self) -> str:
+        hint = f"; {'fix' if self.failed else 'note'}: {self.fix}" if self.fix else ""
+        return f"{self.state:<4} {self.name}: {self.detail}{hint}"
+
+
+def run_checks(settings: Settings) -> Iterator[Check]:
+    """Each check as soon as it is done, so a slow one shows where it is."""
+    from research_runner.worker import create_app
+
+    app = create_app(settings)
+    yield check_settings(settings)
+    broker = check_broker(settings, app)
+    yield broker
+    yield check_database(settings)
+    key = check_api_key(settings)
+    yield key
+    yield check_api(settings) if not key.failed else Check("api", SKIP, "no API key to try it with")
+    yield check_reports(settings)
+    yield check_worker(settings, app, broker_ok=not broker.failed)
+
+
+def check_settings(settings: Settings) -> Check:
+    # Invalid settings never get here: loading them fails first, naming the variable.
+    embedded = " (embedded: one machine only)" if settings.embedded else ""
+    return Check("settings", OK, f"broker {redact_url(settings.broker_url)}{embedded}, "
+                                 f"database {redact_url(settings.database_url)}, reports {settings.reports_dir}, "
+                                 f"agent {settings.agent}")
+
+
+def check_broker(settings: Settings, app: Celery) -> Check:
+    url = redact_url(settings.broker_url)
+    try:
+        settings.ensure_dirs()  # the embedded broker's file lives in the data folder
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=BROKER_TIMEOUT)
+    except (BrokerError, OSError) as exc:
+        return Check("broker", FAIL, f"cannot connect to {url} ({exc})",
+                     "start the broker (e.g. `redis-server`) or correct RESEARCH_BROKER_URL")
+    return Check("broker", OK, f"{url} answers")
+
+
+def check_database(settings: Settings) -> Check:
+    url = redact_url(settings.database_url)
+    try:
+        engine = db.get_engine(settings.database_url)
+        current, head = db.current_revision(engine), db.head_revision(engine)
+    except (OperationalError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return Check("database", FAIL, f"cannot use {url} ({reason})",
+                     "start the database server or correct RESEARCH_DATABASE_URL")
+    if current == head:
+        return Check("database", OK, f"{url}, schema at revision {head}")
+    if current is None:
+        return Check("database", WARN, f"{url} has no schema yet",
+                     "it is created on first use, or now with `research db upgrade`")
+    return Check("database", FAIL, f"{url}: schema at revision {current}, this version needs {head}",
+                 "run `research db upgrade`")
+
+
+def check_api_key(settings: Settings) -> Check:
+    if settings.api_key is None:
+        return Check("api key", FAIL, "not set", "set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment")
+    return Check("api key", OK, "set (not shown)")
+
+
+def check_api(settings: Settings) -> Check:
+    """A GET of an interaction that cannot exist: 404 means the API answers and accepts the key."""
+    from research_runner.gateway import Gateway  # the SDK is imported only when the API is asked
+
+    where = settings.gemini_base_url or "Google's Interactions API"
+    quick = settings.model_copy(update={"get_attempts": 1, "request_timeout": min(settings.request_timeout,
+                                                                                      API_TIMEOUT)})
+    try:
+        Gateway(quick).check_access()
+    except PermanentError as exc:
+        return Check("api", FAIL, f"{where} refused the request ({exc})",
+                     "check GEMINI_API_KEY (and RESEARCH_GEMINI_BASE_URL if set)")
+    except GatewayError as exc:
+        return Check("api", FAIL, f"cannot reach {where} ({exc})",
+                     "check the network, or RESEARCH_GEMINI_BASE_URL and that the emulator runs")
+    return Check("api", OK, f"{where} answers and accepts the key")
+
+
+def check_reports(settings: Settings) -> Check:
+    folder = settings.reports_dir.resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-") as probe:
+            probe.write(b"ok")
+    except OSError as exc:
+        return Check("reports", FAIL, f"cannot write to {folder} ({exc.strerror or exc})",
+                     "give this user write access to the folder, or set RESEARCH_REPORTS_DIR")
+    return Check("reports", OK, f"{folder} is writable")
+
+
+def check_worker(settings: Settings, app: Celery, broker_ok: bool) -> Check:
+    if settings.embedded:
+        return Check("worker", WARN, "cannot check on the embedded broker (it has no broadcast)",
+                     "`research list` shows whether queued jobs start")
+    if not broker_ok:
+        return Check("worker", SKIP, "the broker cannot be reached, so no worker can be asked")
+    try:
+        replies = app.control.ping(timeout=PING_TIMEOUT) or []
+    except (BrokerError, OSError) as exc:
+        return Check("worker", FAIL, f"could not ask the workers ({exc})", "check the broker")
+    names = sorted(name for reply in replies for name in reply)
+    if not names:
+        return Check("worker", FAIL, f"no worker answered within {PING_TIMEOUT:g} s",
+                     "start one with `research worker` (or `docker compose up -d worker`)")
+    return Check("worker", OK, f"{len(names)} answered: {', '.join(names)}")
