@@ -9,7 +9,7 @@ makespan is projected from the slot time of the jobs it finished.
 
 Usage: uv run python benchmarks/pipeline_scale.py [--jobs 2000] [--durations 60:150] [--concurrency 4]
        [--pool prefork|threads] [--poll-initial 10 --poll-multiplier 1.5 --poll-max 15 --poll-jitter 0.1]
-       [--dispatch-interval 1] [--baseline-seconds 150] [--skip-baseline] [--keep-logs]
+       [--dispatch-interval 1] [--baseline-seconds 150] [--phases design,baseline] [--keep-logs]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from sqlmodel import col, select
 from research_runner import db, jobs, pipeline
 from research_runner.config import Settings, load_settings
 from research_runner.constants import ACTIVE_STATUSES, DEFAULT_AGENT, REMOTE_TERMINAL
-from research_runner.exceptions import RetryableError
+from research_runner.exceptions import RetryableError, ServiceUnavailable
 from research_runner.gateway import Gateway
 from research_runner.models import Job
 
@@ -145,15 +145,18 @@ class Sampler:
     """Peak summed RSS and CPU seconds of a set of processes, sampled every `period` seconds in a thread."""
 
     pids: Callable[[], list[int]]
+    delta: bool = False  # count only CPU used from the first sample on (processes that outlive the phase)
     period: float = 0.5
     peak_rss: int = 0
     cpu: dict[int, float] = field(default_factory=dict)
+    start: dict[int, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def sample(self) -> None:
         rss = 0
         for pid in self.pids():
             seconds, pid_rss = cpu_and_rss(pid)
+            self.start.setdefault(pid, seconds if self.delta else 0.0)
             self.cpu[pid] = max(self.cpu.get(pid, 0.0), seconds)
             rss += pid_rss
         self.peak_rss = max(self.peak_rss, rss)
@@ -172,7 +175,7 @@ class Sampler:
 
     @property
     def cpu_seconds(self) -> float:
-        return sum(self.cpu.values())
+        return sum(seconds - self.start[pid] for pid, seconds in self.cpu.items())
 
 
 def machine_busy() -> tuple[float, float]:
@@ -258,60 +261,69 @@ def insert_jobs(settings: Settings, durations: list[float]) -> dict[str, float]:
             for i, d in enumerate(durations)}
 
 
-def all_rows(settings: Settings) -> list[Job]:
-    with db.session(settings) as session:
-        return list(session.exec(select(Job)))
-
-
-def run_phase(name: str, args: argparse.Namespace, env: dict[str, str], settings: Settings, emulator_url: str,
-              emulator_pid: int, durations: list[float], logs: Path) -> Phase:
-    log_path = logs / f"{name}-worker.log"
+def worker_command(name: str, args: argparse.Namespace) -> list[str]:
     if name == "design":
-        command = [sys.executable, "-m", "research_runner", "worker", "--loglevel", "INFO",
-                   "--concurrency", str(args.concurrency), "--pool", args.pool]
-    else:
-        command = [sys.executable, __file__, "baseline-worker", "--concurrency", str(args.concurrency),
-                   "--pool", args.pool, "--interval", str(args.baseline_interval)]
-    cap = args.timeout if name == "design" else args.baseline_seconds
-    worker = start_logged(command, env, log_path)
-    try:
-        wait_for_log(log_path, "ready.", 60, worker)
-        emulator = Sampler(lambda: [emulator_pid])
-        emulator.sample()
-        busy0, total0 = machine_busy()
-        database = settings.database_url.rsplit("/", 1)[1]
-        with Sampler(lambda: proc_tree(worker.pid)) as sampler, Sampler(lambda: postgres_backends(database)) as pg:
-            started = time.monotonic()
-            by_id = insert_jobs(settings, durations)
-            if name == "baseline":
-                sender = Celery("sender", broker=settings.broker_url, set_as_current=False)
-                for job_id in by_id:
-                    sender.send_task(BASELINE_TASK, args=[job_id], queue=BASELINE_QUEUE)
-            complete = wait_until_done(settings, started, cap)
-            elapsed = time.monotonic() - started
-        busy1, total1 = machine_busy()
-        emulator.sample()
-    finally:
-        stop(worker, 20 if name == "design" else 2)  # baseline tasks sleep for minutes: no warm shutdown
-    gets = sum(admin(emulator_url, "/_emulator/stats")["requests"].get("get", {}).values())
-    rows = all_rows(settings)
+        return [sys.executable, "-m", "research_runner", "worker", "--loglevel", "INFO",
+                "--concurrency", str(args.concurrency), "--pool", args.pool]
+    return [sys.executable, __file__, "baseline-worker", "--concurrency", str(args.concurrency),
+            "--pool", args.pool, "--interval", str(args.baseline_interval)]
+
+
+def actual_ends(emulator_url: str, rows: list[Job]) -> dict[str, float]:
+    """Wall time each interaction really ended: the emulator's create time plus its drawn duration."""
     ends = {}
     for row in rows:
         if row.interaction_id:
             seen = time.time()
             info = admin(emulator_url, f"/_emulator/interactions/{row.interaction_id}")
             ends[row.id] = seen - info["elapsed"] + info["duration"]
+    return ends
+
+
+def run_phase(name: str, args: argparse.Namespace, env: dict[str, str], settings: Settings, emulator_url: str,
+              emulator_pid: int, durations: list[float], logs: Path) -> Phase:
+    log_path = logs / f"{name}-worker.log"
+    worker = start_logged(worker_command(name, args), env, log_path)
+    database = settings.database_url.rsplit("/", 1)[1]
+    try:
+        wait_for_log(log_path, "ready.", 60, worker)
+        emulator, pg = Sampler(lambda: [emulator_pid], delta=True), Sampler(lambda: postgres_backends(database), True)
+        emulator.sample()
+        busy0, total0 = machine_busy()
+        with Sampler(lambda: proc_tree(worker.pid)) as sampler, pg:
+            started = time.monotonic()
+            by_id = insert_jobs(settings, durations)
+            if name == "baseline":
+                sender = Celery("sender", broker=settings.broker_url, set_as_current=False)
+                for job_id in by_id:
+                    sender.send_task(BASELINE_TASK, args=[job_id], queue=BASELINE_QUEUE)
+            cap = args.timeout if name == "design" else args.baseline_seconds
+            complete = wait_until_done(settings, started, cap, worker)
+            elapsed = time.monotonic() - started
+        busy1, total1 = machine_busy()
+        emulator.sample()
+    finally:
+        stop(worker, 20 if name == "design" else 2)  # baseline tasks sleep for minutes: no warm shutdown
+    gets = sum(admin(emulator_url, "/_emulator/stats")["requests"].get("get", {}).values())
+    with db.session(settings) as session:
+        rows = list(session.exec(select(Job)))
     busy = (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
-    return Phase(name, rows, by_id, ends, elapsed, complete, gets, sampler.cpu_seconds, sampler.peak_rss,
-                 emulator.cpu_seconds, pg.cpu_seconds, busy, log_path.read_text(errors="replace"))
+    return Phase(name, rows, by_id, actual_ends(emulator_url, rows), elapsed, complete, gets, sampler.cpu_seconds,
+                 sampler.peak_rss, emulator.cpu_seconds, pg.cpu_seconds, busy, log_path.read_text(errors="replace"))
 
 
-def wait_until_done(settings: Settings, started: float, cap: float) -> bool:
+def wait_until_done(settings: Settings, started: float, cap: float, worker: subprocess.Popen[bytes]) -> bool:
     last = 0.0
     while time.monotonic() - started < cap:
-        with db.session(settings) as session:
-            active = session.execute(select(func.count()).select_from(Job).where(
-                col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))).scalar_one()
+        if worker.poll() is not None:
+            raise SystemExit(f"the worker exited with code {worker.returncode} mid-run; see its log")
+        try:
+            with db.session(settings) as session:
+                active = session.execute(select(func.count()).select_from(Job).where(
+                    col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))).scalar_one()
+        except ServiceUnavailable:  # the shared server restarted (someone's chaos test): the worker copes too
+            time.sleep(1)
+            continue
         if active == 0:
             return True
         if time.monotonic() - last > 15:
@@ -334,17 +346,18 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
         makespan = max(r.finished_at.timestamp() for r in done) - t0  # type: ignore[union-attr]
         span_note = ""
         gets_per_job = phase.gets / n
-    else:  # each slot runs its jobs one after another: project from the slot time of the finished ones
-        slot = statistics.fmean(r.finished_at.timestamp() - r.submitted_at.timestamp()  # type: ignore[union-attr]
-                                for r in done) if done else float("nan")
-        makespan = n * slot / args.concurrency
-        span_note = f" (projected: {n} x {slot:.0f} s slot / {args.concurrency})"
+    else:  # each slot runs its jobs one after another: project from durations + the measured slot overhead
+        overhead = statistics.fmean(r.finished_at.timestamp() - r.submitted_at.timestamp()  # type: ignore[union-attr]
+                                    - phase.durations[r.id] for r in done) if done else float("nan")
+        makespan = (sum(phase.durations.values()) + n * overhead) / args.concurrency
+        span_note = f" (projected: (sum of durations + {n} x {overhead:.1f} s) / {args.concurrency} slots)"
         gets = [int(m.group(1)) for m in BASELINE_DONE.finditer(phase.log)]
         gets_per_job = statistics.fmean(gets) if gets else float("nan")
     others = phase.machine_busy - (phase.cpu + phase.emulator_cpu + phase.postgres_cpu) / phase.elapsed
     submit_delay = [(r.submitted_at - r.created_at).total_seconds() for r in rows if r.submitted_at]
     return {
         "jobs finished / in run": f"{len(done)}/{n} in {phase.elapsed:.0f} s",
+        "task errors in worker log": str(phase.log.count("raised unexpected")),
         "makespan s": f"{makespan:.0f}{span_note}",
         "lower bound s (longest job)": f"{bound:.0f}",
         "makespan / lower bound": f"{makespan / bound:.2f}",
@@ -404,7 +417,13 @@ def drop_database(name: str) -> None:
             time.sleep(2)
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # unwinds through the finally blocks: all is cleaned up
+
+
 def bench(args: argparse.Namespace) -> None:
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)  # also when started in the background, where SIGINT is ignored
     lo, hi = (float(x) for x in args.durations.split(":"))
     rng = random.Random(args.seed)
     durations = [rng.uniform(lo, hi) for _ in range(args.jobs)]
@@ -420,10 +439,10 @@ def bench(args: argparse.Namespace) -> None:
         emulator, emulator_url = start_emulator(args.seed, tmp / "emulator.log")
         env = worker_env(args, database_url, broker_url, emulator_url, tmp / "reports")
         settings = load_settings(database_url=database_url, broker_url=broker_url, reports_dir=tmp / "reports")
-        db.upgrade(settings)
-        phases = ["design"] + ([] if args.skip_baseline else ["baseline"])
+        phases = [p for p in args.phases.split(",") if p]
         results = []
         for phase_name in phases:
+            db.upgrade(settings)  # again per phase: the schema may have moved on while the previous one ran
             reset_stores(settings, broker, emulator_url)
             print(f"{phase_name}: {args.jobs} jobs ...", flush=True)
             phase = run_phase(phase_name, args, env, settings, emulator_url, emulator.pid, durations, tmp)
@@ -456,7 +475,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dispatch-interval", type=float, default=1.0)
     parser.add_argument("--baseline-interval", type=float, default=None, help="baseline sleep (default: --poll-max)")
     parser.add_argument("--baseline-seconds", type=float, default=150.0, help="cap on the baseline's run time")
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--phases", default="design,baseline", help="which runs, in order: design,baseline")
     parser.add_argument("--timeout", type=float, default=900.0, help="cap on the design's run time")
     parser.add_argument("--redis-db", type=int, default=12)
     parser.add_argument("--keep-logs", action="store_true")

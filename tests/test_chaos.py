@@ -165,6 +165,8 @@ def _pg_up(url: str) -> bool:
 def test_api_unreachable_for_a_while_delays_but_loses_nothing(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch, start_worker: Any, emulator: Any
 ) -> None:
+    # One short attempt per poll, and a lease longer than that, so hanging polls fail fast and are not re-sent.
+    env = {**env, "RESEARCH_GET_ATTEMPTS": "1", "RESEARCH_REQUEST_TIMEOUT": "2", "RESEARCH_LEASE_SECONDS": "5"}
     settings = settings_from(env, monkeypatch)
     emulator.set_faults({"get": {"429": 0.1, "500": 0.05, "503": 0.05}, "create": {"429": 0.2}})
     start_worker(env, "--concurrency", "2")
