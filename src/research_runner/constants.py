@@ -17,6 +17,10 @@ TASK_SUBMIT = "research.submit"
 TASK_POLL = "research.poll"
 TASK_DISPATCH = "research.dispatch"
 
+WORK_QUEUE = "research"
+# Ticks get their own queue, read first, so they never wait (and expire) behind the polls they hand out.
+DISPATCH_QUEUE = "research.dispatch"
+
 API_BUDGET_NAME = "gemini"
 IDEMPOTENCY_KEY_MAX_CHARS = 200
 

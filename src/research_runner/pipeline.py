@@ -68,7 +68,9 @@ def claim_due(settings: Settings, now: datetime | None = None) -> list[tuple[str
         col(Job.next_poll_at) <= now,
         or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now),
     )
-    candidates = select(col(Job.id)).where(due).order_by(col(Job.next_poll_at)).limit(DISPATCH_BATCH)
+    # SKIP LOCKED: two dispatchers claim disjoint rows instead of deadlocking (PostgreSQL; SQLite serialises).
+    candidates = (select(col(Job.id)).where(due).order_by(col(Job.next_poll_at)).limit(DISPATCH_BATCH)
+                  .with_for_update(skip_locked=True))
     statement = (
         update(Job)
         .where(col(Job.id).in_(candidates.scalar_subquery()), due)

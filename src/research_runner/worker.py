@@ -17,11 +17,13 @@ from kombu.exceptions import OperationalError as BrokerError
 from research_runner import batches, db, pipeline, schedules
 from research_runner.config import Settings, redact_url
 from research_runner.constants import (
+    DISPATCH_QUEUE,
     ENDED_STATUSES,
     REMOTE_RUNNING,
     TASK_DISPATCH,
     TASK_POLL,
     TASK_SUBMIT,
+    WORK_QUEUE,
     JobStatus,
 )
 from research_runner.exceptions import ServiceUnavailable
@@ -49,7 +51,8 @@ class _PerProcess:
 def create_app(settings: Settings) -> Celery:
     app = Celery("research_runner", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
-        task_default_queue="research",
+        task_default_queue=WORK_QUEUE,
+        task_routes={TASK_DISPATCH: {"queue": DISPATCH_QUEUE}},
         task_ignore_result=True,
         # Steps are idempotent, so ack after the step: a crash mid-step leaves the message for another worker.
         task_acks_late=True,
@@ -148,7 +151,8 @@ def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None =
 
 
 def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None, loglevel: str) -> None:
-    argv = ["worker", f"--concurrency={settings.worker_concurrency}", f"--loglevel={loglevel}", "--events"]
+    argv = ["worker", f"--concurrency={settings.worker_concurrency}", f"--loglevel={loglevel}", "--events",
+            f"--queues={DISPATCH_QUEUE},{WORK_QUEUE}"]
     if beat:
         argv += ["--beat", f"--scheduler={BEAT_SCHEDULER}"]
     if pool:
