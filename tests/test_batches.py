@@ -21,7 +21,7 @@ from research_runner.cli import cli
 from research_runner.config import Settings
 from research_runner.constants import ACTIVE_STATUSES
 
-from conftest import settings_from, wait_for
+from conftest import settings_from
 
 
 def invoke(env: dict[str, str], *args: str) -> Result:
@@ -88,10 +88,13 @@ def test_thirty_question_batch_ends_with_a_digest_linking_every_report(
         f"Q{i}: how do ports handle {o} cargo? [[emulator outcome={o} duration={0.3 + i % 5 * 0.2}]]\n"
         for i, o in enumerate(outcomes)))
     start_worker(env, "--concurrency", "2")
-    result = invoke(env, "batch", str(path), "--name", "thirty ports", "--json")
-    assert result.exit_code == 0, result.output
-    batch_id = json.loads(result.stdout)["id"]
-    batch = wait_for(lambda: (b := batches.find(settings, batch_id)).digest_path and b, 90, "the digest")
+    result = invoke(env, "batch", str(path), "--name", "thirty ports", "--wait", "--json")  # returns at the digest
+    assert result.exit_code == 1, result.output  # 1: not every job completed
+    summary = json.loads(result.stdout)
+    assert summary["counts"] == {"completed": 18, "failed": 4, "incomplete": 4, "budget_exceeded": 4}
+    batch_id = summary["id"]
+    batch = batches.find(settings, batch_id)
+    assert batch.digest_path == summary["digest_path"] and batch.finished_at is not None
     found = batches.jobs_of(settings, batch_id)
     assert not [job for job in found if job.status in ACTIVE_STATUSES]
     digest = Path(batch.digest_path).read_text()
