@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
@@ -132,22 +134,34 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     db.dispose_engines()
 
 
-def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None = None) -> None:
-    """Send a job's first step now; a broker that cannot be reached is the caller's error to report."""
-    if question is None:
-        job = pipeline.load(settings, job_id)
-        question = job.question if job else ""
-    label = task_label(job_id, question)
+@contextmanager
+def _broker(app: Celery, settings: Settings) -> Iterator[Any]:
+    """A connection to the broker, or ServiceUnavailable naming the URL and the fix."""
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=BROKER_CONNECT_TIMEOUT)
-            app.send_task(TASK_SUBMIT, args=[job_id], argsrepr=label, connection=conn, retry=False,
-                          expires=settings.lease_seconds)
+            yield conn
     except (BrokerError, OSError) as exc:
         raise ServiceUnavailable(
             f"cannot reach the broker at {redact_url(settings.broker_url)} ({exc}); "
             "check RESEARCH_BROKER_URL and that the broker is running"
         ) from None
+
+
+def check_broker(app: Celery, settings: Settings) -> None:
+    """Fail early, with the fix, when the broker cannot be reached."""
+    with _broker(app, settings):
+        pass
+
+
+def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None = None) -> None:
+    """Send a job's first step now; a broker that cannot be reached is the caller's error to report."""
+    if question is None:
+        job = pipeline.load(settings, job_id)
+        question = job.question if job else ""
+    with _broker(app, settings) as conn:
+        app.send_task(TASK_SUBMIT, args=[job_id], argsrepr=task_label(job_id, question), connection=conn,
+                      retry=False, expires=settings.lease_seconds)
 
 
 def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None, loglevel: str) -> None:
@@ -159,14 +173,3 @@ def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None,
         argv.append(f"--pool={pool}")
     app.worker_main(argv)
 
-
-def check_broker(app: Celery, settings: Settings) -> None:
-    """Fail early, with the fix, when the broker cannot be reached."""
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=BROKER_CONNECT_TIMEOUT)
-    except (BrokerError, OSError) as exc:
-        raise ServiceUnavailable(
-            f"cannot reach the broker at {redact_url(settings.broker_url)} ({exc}); "
-            "check RESEARCH_BROKER_URL and that the broker is running"
-        ) from None
