@@ -74,7 +74,7 @@ def test_retrying_a_completed_job_is_refused(runner_env: dict[str, str], finishe
     result = invoke(runner_env, "retry", finished_job)
     assert result.exit_code == 1
     assert result.stderr == (f"Error: job {finished_job[:8]} is completed; "
-                             "only jobs that ended without a report can be retried\n")
+                             "only jobs that ended without completing can be retried\n")
 
 
 def test_unreachable_broker_stores_nothing(runner_env: dict[str, str]) -> None:
@@ -152,3 +152,18 @@ def test_submit_prints_the_job_id(runner_env: dict[str, str], redis_url: str) ->
     assert [(job["id"][:8], job["status"], job["question"]) for job in listed] == [
         (short, "queued", "How are  glaciers measured?")
     ]
+
+
+def test_a_password_with_escapes_is_redacted_not_interpolated(runner_env: dict[str, str]) -> None:
+    env = {**runner_env, "RESEARCH_DATABASE_URL": "postgresql://user:p%40ss%25w@127.0.0.1:1/research"}
+    result = invoke(env, "db", "upgrade")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("Error: cannot use the database at postgresql+psycopg://user:***@127.0.0.1:1/research")
+    assert "p%40ss" not in result.output and "p@ss" not in result.output
+
+
+def test_a_malformed_database_url_is_bad_usage(runner_env: dict[str, str]) -> None:
+    result = invoke({**runner_env, "RESEARCH_DATABASE_URL": "nosuchdb://somewhere/x"}, "list")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: invalid RESEARCH_DATABASE_URL 'nosuchdb://somewhere/x' (")
+    assert result.stderr.count("\n") == 1

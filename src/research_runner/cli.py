@@ -223,10 +223,11 @@ def run(ctx: click.Context, question: str, agent: str | None, emulator: bool | N
     from research_runner.gateway import Gateway
 
     settings = settings_of(ctx)
-    job = jobs.create(settings, question, agent or settings.agent)
     with _run_settings(settings, emulator) as run_settings, _progress() as view:
+        gateway = Gateway(run_settings)  # key and settings are checked before anything is stored
+        job = jobs.create(settings, question, agent or settings.agent)
         try:
-            job = jobs.run_inline(run_settings, job.id, Gateway(run_settings), view)
+            job = jobs.run_inline(run_settings, job.id, gateway, view)
         except KeyboardInterrupt:
             _interrupted(settings, run_settings, job.id)
             raise click.Abort() from None
@@ -327,7 +328,7 @@ def cancel(ctx: click.Context, job_id: str) -> None:
 @click.pass_context
 @with_database
 def retry(ctx: click.Context, job_id: str) -> None:
-    """Start a new job for one that ended without a report.
+    """Start a new job for one that ended without completing.
 
     \b
     Example:

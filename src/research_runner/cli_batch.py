@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
+from sqlalchemy.exc import IntegrityError
 
 from research_runner import batches, batchfile, db, display, schedules
 from research_runner.batchfile import Item
@@ -71,8 +72,12 @@ def batch_submit(ctx: click.Context, file: Path, name: str | None, agent: str | 
     default_agent = clean_agent(agent or settings.agent)
     _require_key(settings)
     check_broker(create_app(settings), settings)
-    with db.session(settings) as session:
-        batch, skipped = batches.add(session, name or file.stem, items, default_agent, source=str(file))
+    try:
+        with db.session(settings) as session:
+            batch, skipped = batches.add(session, name or file.stem, items, default_agent, source=str(file))
+    except IntegrityError:
+        raise InvalidInput("another batch with the same idempotency keys was submitted at the same time; "
+                           "run `research batch status` on it, or submit again to skip its keys") from None
     if wait:
         batch = _wait(settings, batch)
     found = batches.jobs_of(settings, batch.id)

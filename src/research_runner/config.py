@@ -86,10 +86,14 @@ class Settings(BaseSettings):
         return self.broker_url.startswith("sqla+")
 
     def ensure_dirs(self) -> None:
-        for url in (self.database_url, self.broker_url.removeprefix("sqla+")):
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.reports_dir.mkdir(parents=True, exist_ok=True)
+        folders = [Path(url.removeprefix("sqlite:///")).parent
+                   for url in (self.database_url, self.broker_url.removeprefix("sqla+")) if url.startswith("sqlite:///")]
+        for folder in [*folders, self.reports_dir]:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InvalidInput(f"cannot create the folder {folder} ({exc.strerror}); check RESEARCH_DATA_DIR "
+                                   "and RESEARCH_REPORTS_DIR") from None
 
 
 def check_agent(agent: str) -> str:

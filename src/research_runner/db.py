@@ -9,12 +9,12 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from research_runner.config import Settings, redact_url
-from research_runner.exceptions import SchemaOutdated, ServiceUnavailable
+from research_runner.exceptions import InvalidInput, SchemaOutdated, ServiceUnavailable
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -22,9 +22,16 @@ if TYPE_CHECKING:
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-@cache
 def get_engine(url: str) -> Engine:
     """One engine per URL and process; callers in forked workers get their own via `dispose_engines`."""
+    try:
+        return _engine(url)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise InvalidInput(f"invalid RESEARCH_DATABASE_URL {redact_url(url)!r} ({exc})") from None
+
+
+@cache
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, poolclass=NullPool)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -41,7 +48,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def dispose_engines() -> None:
-    get_engine.cache_clear()
+    _engine.cache_clear()
 
 
 @contextmanager
@@ -64,11 +71,12 @@ def unavailable(settings: Settings, exc: OperationalError) -> ServiceUnavailable
 
 
 def _alembic_config(engine: Engine) -> Config:
+    # No sqlalchemy.url: env.py uses the connection handed in, and a URL with '%' in its password would
+    # break alembic's config interpolation (and print the password).
     from alembic.config import Config  # alembic is imported only when the schema is looked at
 
     config = Config()
     config.set_main_option("script_location", str(resources.files("research_runner") / "migrations"))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     return config
 
 

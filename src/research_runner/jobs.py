@@ -171,7 +171,7 @@ def retry(settings: Settings, ref: str, enqueue: Enqueue) -> Job:
     job = find(settings, ref)
     if job.status in ACTIVE_STATUSES or job.status == JobStatus.COMPLETED:
         raise InvalidJobState(
-            f"job {job.short_id} is {job.status}; only jobs that ended without a report can be retried"
+            f"job {job.short_id} is {job.status}; only jobs that ended without completing can be retried"
         )
     return submit(settings, job.question, job.agent, enqueue, retry_of=job.id)[0]
 
@@ -194,6 +194,14 @@ def wait(settings: Settings, job_id: str, progress: Progress, timeout: float | N
         time.sleep(WAIT_TICK)
 
 
+def _hold(settings: Settings, job: Job) -> None:
+    """Keep a worker's dispatcher away from a job this process runs; if the process dies, the lease lapses."""
+    assert job.next_poll_at is not None
+    until = job.next_poll_at + timedelta(seconds=settings.lease_seconds)
+    if job.lease_until is None or job.lease_until < until:
+        pipeline.transition(settings, job.id, [job.status], lease_until=until)
+
+
 def run_inline(settings: Settings, job_id: str, gateway: Gateway, progress: Progress) -> Job:
     """Process a job in this process, without broker or worker: the no-server path."""
     while True:
@@ -204,4 +212,5 @@ def run_inline(settings: Settings, job_id: str, gateway: Gateway, progress: Prog
         if job.next_poll_at is None or job.next_poll_at <= utcnow():
             pipeline.advance(settings, gateway, job_id)
             continue
+        _hold(settings, job)
         time.sleep(min(WAIT_TICK, max(0.0, (job.next_poll_at - utcnow()).total_seconds())))

@@ -119,7 +119,8 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
     if _throttle(settings, job_id, JobStatus.QUEUED):
         return
     now = utcnow()
-    lease = now + timedelta(seconds=settings.lease_seconds)
+    # Long enough for the create's connect and read timeouts, so the reaper never takes a create still running.
+    lease = now + timedelta(seconds=settings.lease_seconds + 2 * settings.request_timeout)
     if not transition(settings, job_id, [JobStatus.QUEUED], status=JobStatus.SUBMITTING, lease_until=lease):
         return
     job = load(settings, job_id)
@@ -140,11 +141,12 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
         _end_without_report(settings, job_id, JobStatus.SUBMITTING, JobStatus.FAILED, f"create refused: {exc}")
     else:
         now = utcnow()
-        transition(
+        if not transition(
             settings, job_id, [JobStatus.SUBMITTING], status=JobStatus.RUNNING, interaction_id=interaction_id,
             submitted_at=now, next_poll_at=now + timedelta(seconds=backoff_delay(settings, 0)),
             lease_until=None, error=None,
-        )
+        ):
+            _keep_late_interaction(settings, job_id, interaction_id)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,16 @@ class Polled:
 
     remote_status: str | None  # None when the API could not be asked
     lateness: float
+
+
+def _keep_late_interaction(settings: Settings, job_id: str, interaction_id: str) -> None:
+    """The job was given up on while its create was still running: record the interaction it did start."""
+    log.error("job %s: create returned interaction %s after the job was given up on", job_id[:8], interaction_id)
+    transition(
+        settings, job_id, [JobStatus.NEEDS_ATTENTION], interaction_id=interaction_id,
+        error=f"the create finished late and started interaction {interaction_id}; polling did not start. "
+        "Run `research retry JOB` only if you want a second one.",
+    )
 
 
 def poll(settings: Settings, gateway: Gateway, job_id: str) -> Polled | None:
@@ -236,7 +248,9 @@ def finish(settings: Settings, job: Job, snapshot: Snapshot) -> None:
 def _drop_orphan(settings: Settings, job_id: str, path: Path) -> None:
     # Another finisher won the race; keep the file only if the stored row points at it.
     current = load(settings, job_id)
-    if current is None or current.report_path != str(path):
+    if current is not None and current.report_path == str(path) and current.report_markdown:
+        reports.write_atomically(path, current.report_markdown)  # our write may have replaced the winner's
+    else:
         path.unlink(missing_ok=True)
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -114,7 +114,7 @@ def set_paused(settings: Settings, name: str, paused: bool) -> Schedule:
 def remove(settings: Settings, name: str) -> Schedule:
     schedule = find(settings, name)
     with db.session(settings) as session:
-        session.delete(session.get(Schedule, schedule.id))
+        session.execute(delete(Schedule).where(col(Schedule.id) == schedule.id))
     return schedule
 
 
