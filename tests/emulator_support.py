@@ -19,11 +19,13 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, cast
 
 import pytest
 from google import genai
+from google.genai import types
 from google.genai._gaos.types.basemodel import UnrecognizedStr
+from google.genai.interactions import Interaction
 from pydantic import BaseModel
 
 __all__ = [
@@ -37,7 +39,7 @@ __all__ = [
 
 DEFAULT_EMULATOR_ARGS = ("--port", "0", "--seed", "7", "--duration", "0.5:2", "--retention", "1")
 STARTUP_TIMEOUT = 20.0
-AGENT = "deep-research-preview-04-2026"
+AGENT: Final = "deep-research-preview-04-2026"
 LISTENING_PREFIX = "Emulator listening on "
 
 
@@ -73,6 +75,12 @@ def unknowns(obj: Any, path: str = "$") -> list[str]:
     elif isinstance(obj, UnrecognizedStr):
         found.append(f"{path}: unrecognised value {str(obj)!r}")
     return found
+
+
+def step_count(interaction: Interaction) -> int:
+    """len(interaction.steps); the SDK types `steps` as optional."""
+    assert interaction.steps is not None
+    return len(interaction.steps)
 
 
 def assert_known(obj: Any) -> None:
@@ -131,7 +139,7 @@ class EmulatorHandle:
         options: dict[str, Any] = {"base_url": self.url, "retry_options": {"attempts": attempts, **retry_options}}
         if timeout_ms is not None:
             options["timeout"] = timeout_ms
-        client = genai.Client(api_key=api_key, http_options=options)
+        client = genai.Client(api_key=api_key, http_options=cast(types.HttpOptionsDict, options))
         self._clients.append(client)
         return client
 

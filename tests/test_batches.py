@@ -97,6 +97,7 @@ def test_thirty_question_batch_ends_with_a_digest_linking_every_report(
     assert batch.digest_path == summary["digest_path"] and batch.finished_at is not None
     found = batches.jobs_of(settings, batch_id)
     assert not [job for job in found if job.status in ACTIVE_STATUSES]
+    assert batch.digest_path is not None
     digest = Path(batch.digest_path).read_text()
     assert Path(batch.digest_path).parent == settings.reports_dir / "batches"
     assert "- Jobs: 30 — budget_exceeded: 4, completed: 18, failed: 4, incomplete: 4" in digest
@@ -150,7 +151,7 @@ def test_missed_times_are_caught_up_once_unless_told_otherwise(env: dict[str, st
         conn.execute(text("UPDATE schedules SET next_run_at = :t"), {"t": long_ago})
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # 46 weekly times missed
     fired = schedules.fire_due(settings, now)
-    assert [b.name for b in fired] == ["catch 2026-01-05 09:00"]
+    assert [b.name for b in fired] == ["catch 2026-11-23 09:00"]  # once, as the latest missed Monday
     assert schedules.fire_due(settings, now) == []
     for name in ("catch", "skip"):
         assert schedules.find(settings, name).next_run_at == datetime(2026, 11, 30, 9, 0, tzinfo=UTC)

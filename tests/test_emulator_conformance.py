@@ -6,13 +6,14 @@ import json
 import re
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import pytest
 from google.genai import _interactions as gi
 
-from emulator_support import AGENT, EmulatorHandle, assert_known, collect_stream, poll_until
+from emulator_support import AGENT, EmulatorHandle, assert_known, collect_stream, poll_until, step_count
 
 QUESTION = "Research tidal power in Norway. Compare costs."
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -42,7 +43,7 @@ def test_every_outcome_parses_strictly(emulator: EmulatorHandle, outcome: str) -
     assert created.status in ("queued", "in_progress")
     assert created.labels == {"job_id": "job-123"}
     if outcome == "cancelled":
-        poll_until(lambda: len(client.interactions.get(created.id).steps) > 1, message="a first thought")
+        poll_until(lambda: step_count(client.interactions.get(created.id)) > 1, message="a first thought")
         cancelled = client.interactions.cancel(created.id)
         assert_known(cancelled)
         assert cancelled.status == "cancelled"
@@ -155,6 +156,7 @@ def test_model_interaction_answers_at_once(emulator: EmulatorHandle) -> None:
     client = emulator.client()
     it = client.interactions.create(model="gemini-2.5-flash", input="What is a TPU?")
     assert_known(it)
+    assert it.output_text is not None and it.usage is not None and it.usage.total_tokens is not None
     assert it.status == "completed" and "emulated" in it.output_text and it.usage.total_tokens > 0
 
 
@@ -192,7 +194,7 @@ def test_cancel_delete_and_not_found(emulator: EmulatorHandle) -> None:
     for call in (client.interactions.get, client.interactions.delete, client.interactions.cancel):
         with pytest.raises(gi.NotFoundError) as info:
             call(done.id)
-        assert info.value.body["error"]["code"] == "not_found"
+        assert cast(dict[str, Any], info.value.body)["error"]["code"] == "not_found"
 
 
 # ---- every error status maps onto the SDK's own exception class -------------------------------------
@@ -209,7 +211,7 @@ def test_faults_raise_sdk_exceptions(emulator: EmulatorHandle, endpoint: str, ki
     client = emulator.client()
     it = create(client, "stuck")
     emulator.set_faults({endpoint: {kind: 1.0}})
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "get": lambda: client.interactions.get(it.id),
         "stream": lambda: collect_stream(client, it.id, stop_after_index=1),
         "create": lambda: create(client, "completed"),
@@ -219,6 +221,7 @@ def test_faults_raise_sdk_exceptions(emulator: EmulatorHandle, endpoint: str, ki
     with pytest.raises(FAULT_CLASSES[kind]) as info:
         calls[endpoint]()
     if kind == "429":
+        assert isinstance(info.value, gi.RateLimitError)
         assert info.value.response.headers["retry-after"] == "1"
     assert emulator.stats()["requests"][endpoint].get("dropped" if kind in ("drop", "reset") else kind) == 1
     emulator.set_faults({})
@@ -228,11 +231,11 @@ def test_faults_raise_sdk_exceptions(emulator: EmulatorHandle, endpoint: str, ki
 def test_bad_request_and_auth_errors(emulator: EmulatorHandle, start_emulator: Any) -> None:
     with pytest.raises(gi.BadRequestError) as info:
         emulator.client().interactions.create(agent="deep-research-nope", input="x", background=True)
-    assert info.value.body["error"]["code"] == "invalid_request"
+    assert cast(dict[str, Any], info.value.body)["error"]["code"] == "invalid_request"
     secured = start_emulator("--api-key", "right-key-123")
     with pytest.raises(gi.AuthenticationError) as auth:
         secured.client(api_key="wrong-key-456").interactions.get("v1_x")
-    assert auth.value.body["error"]["code"] == "unauthenticated"
+    assert cast(dict[str, Any], auth.value.body)["error"]["code"] == "unauthenticated"
     assert "wrong-key-456" not in json.dumps(auth.value.body) and "right-key-123" not in json.dumps(auth.value.body)
     with pytest.raises(urllib.error.HTTPError) as missing:
         _raw_get(secured, "/v1/interactions/v1_x", key=None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 from google.genai import _interactions as gi
 
@@ -44,7 +46,7 @@ def test_invalid_directives(text: str, fragment: str) -> None:
 def test_bad_directive_is_a_400_through_the_sdk(emulator: EmulatorHandle, directive: str) -> None:
     with pytest.raises(gi.BadRequestError) as info:
         emulator.client().interactions.create(agent=AGENT, input=f"Research X {directive}", background=True)
-    assert info.value.body["error"]["code"] == "invalid_request"
+    assert cast(dict[str, Any], info.value.body)["error"]["code"] == "invalid_request"
     stats = emulator.stats()
     assert stats["interactions_created"] == 0 and stats["requests"]["create"] == {"400": 1}
 

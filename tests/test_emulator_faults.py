@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 from google.genai import _interactions as gi
@@ -28,10 +29,13 @@ def raw_status(emulator: EmulatorHandle, path: str) -> str:
 def run_sequence(emulator: EmulatorHandle) -> dict[str, Any]:
     """The same request sequence against a fresh emulator; returns everything the seed decides."""
     client = emulator.client()
-    ids = [client.interactions.create(agent=AGENT, input=f"Question {i}", background=True).id for i in range(8)]
+    # cast: the SDK types Interaction.id as optional; the emulator always sets it.
+    ids = [cast(str, client.interactions.create(agent=AGENT, input=f"Question {i}", background=True).id)
+           for i in range(8)]
     directed = client.interactions.create(
         agent=AGENT, input="Pinned [[emulator outcome=failed duration=0.1]]", background=True
     )
+    assert directed.id is not None
     decided = [emulator.describe(i) for i in [*ids, directed.id]]
     codes = [raw_status(emulator, f"/v1/interactions/{ids[n % len(ids)]}") for n in range(40)]
     return {
@@ -110,16 +114,19 @@ def test_sdk_does_not_retry_dropped_connections(emulator: EmulatorHandle) -> Non
 def test_runtime_faults_switch_on_and_off(emulator: EmulatorHandle) -> None:
     client = emulator.client()
     it = client.interactions.create(agent=AGENT, input="Toggle", background=True)
+    interaction_id = it.id
+    assert interaction_id is not None
     emulator.set_faults({"all": {"503": 1.0}, "retry_after": 3})
-    for call in (lambda: client.interactions.get(it.id), lambda: client.interactions.cancel(it.id)):
+    call: Callable[[], object]
+    for call in (lambda: client.interactions.get(interaction_id), lambda: client.interactions.cancel(interaction_id)):
         with pytest.raises(gi.InternalServerError):
             call()
     emulator.set_faults({"get": {"429": 1.0}})
     with pytest.raises(gi.RateLimitError) as info:
-        client.interactions.get(it.id)
+        client.interactions.get(interaction_id)
     assert info.value.response.headers["retry-after"] == "3"
     emulator.set_faults({})
-    assert client.interactions.get(it.id).id == it.id
+    assert client.interactions.get(interaction_id).id == interaction_id
     poll_until(lambda: emulator.stats()["requests"]["get"].get("200") == 1, message="counted 200")
 
 

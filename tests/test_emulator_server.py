@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+from typing import Final
 
 import pytest
 from google import genai
 
 from research_runner.emulator import EmulatorSettings, SettingsError, create_app, run_in_thread
 
-AGENT = "deep-research-preview-04-2026"
+AGENT: Final = "deep-research-preview-04-2026"
 
 
 def test_run_in_thread_serves_and_stops() -> None:
@@ -18,10 +19,12 @@ def test_run_in_thread_serves_and_stops() -> None:
         assert emulator.url.startswith("http://127.0.0.1:")
         client = genai.Client(api_key="k", http_options={"base_url": emulator.url})
         it = client.interactions.create(agent=AGENT, input="Research ice cores.", background=True)
+        assert it.id is not None
         assert client.interactions.get(it.id).status == "completed"
         stream = client.interactions.create(
             agent=AGENT, input="Q [[emulator outcome=stuck duration=0]]", background=True
         )
+        assert stream.id is not None
         # An open stream of a stuck interaction must not block shutdown.
         events = client.interactions.get(stream.id, stream=True)
         assert next(iter(events)).event_type == "interaction.created"

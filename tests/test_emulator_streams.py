@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from google.genai import _interactions as gi
 
-from emulator_support import AGENT, EmulatorHandle, collect_stream, poll_until
+from emulator_support import AGENT, EmulatorHandle, collect_stream, poll_until, step_count
 
 
 def dumped(events: list[Any]) -> list[dict[str, Any]]:
@@ -30,7 +30,7 @@ def test_client_dropped_stream_resumes_exactly_after_last_event(emulator: Emulat
         first.append(event)
         if len(first) == 6:
             break
-    stream.close()  # the client goes away mid-run
+    stream.close()  # type: ignore[no-untyped-call]  # the client goes away mid-run; SDK's Stream.close is unannotated
     resumed = collect_stream(client, it.id, last_event_id=first[-1].event_id)
     full = collect_stream(client, it.id)
     assert full[-1].event_type == "interaction.completed"
@@ -80,10 +80,12 @@ def test_cancel_ends_an_open_stream(emulator: EmulatorHandle) -> None:
     it = client.interactions.create(
         agent=AGENT, input="Research kelp. [[emulator outcome=stuck duration=0.2]]", background=True
     )
-    poll_until(lambda: len(client.interactions.get(it.id).steps) > 3, message="thoughts")
-    stream = client.interactions.get(it.id, stream=True)
+    interaction_id = it.id
+    assert interaction_id is not None
+    poll_until(lambda: step_count(client.interactions.get(interaction_id)) > 3, message="thoughts")
+    stream = client.interactions.get(interaction_id, stream=True)
     seen = [next(iter(stream))]
-    client.interactions.cancel(it.id)
+    client.interactions.cancel(interaction_id)
     seen += list(stream)
     assert seen[-1].event_type == "interaction.completed" and seen[-1].interaction.status == "cancelled"
-    assert dumped(seen) == dumped(collect_stream(client, it.id))
+    assert dumped(seen) == dumped(collect_stream(client, interaction_id))

@@ -42,6 +42,7 @@ def test_a_job_past_the_maximum_research_time_is_cancelled_and_timed_out(
     pipeline.advance(settings, gateway, job.id)
     running = jobs.find(settings, job.id)
     assert running.status == JobStatus.RUNNING
+    assert running.submitted_at is not None
     pipeline.transition(settings, job.id, [JobStatus.RUNNING], submitted_at=running.submitted_at - timedelta(seconds=1))
     pipeline.advance(settings, gateway, job.id)
     ended = jobs.find(settings, job.id)
@@ -85,4 +86,5 @@ def test_jobs_over_the_budget_wait_without_calling_the_api(
     assert statuses.count(JobStatus.RUNNING) == 2 and statuses.count(JobStatus.QUEUED) == 1
     assert emulator.stats()["interactions_created"] == 2
     held = next(jobs.find(settings, j.id) for j in created if jobs.find(settings, j.id).status == JobStatus.QUEUED)
+    assert held.updated_at is not None
     assert held.next_poll_at is not None and held.next_poll_at > held.updated_at and held.poll_count == 0

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import frontmatter
 import pytest
@@ -101,7 +101,7 @@ def check_report(job: Job, reports_dir: Path, emulator: Any) -> None:
     post = frontmatter.loads(text)
     assert post["job_id"] == job.id and post["interaction_id"] == job.interaction_id
     assert post["status"] == job.status and post["question"] == job.question
-    assert post["usage"]["total_tokens"] == job.total_tokens
+    assert cast(dict[str, Any], post["usage"])["total_tokens"] == job.total_tokens
     interaction = emulator.client().interactions.with_raw_response.get(job.interaction_id).json()
     cited = [a["url"] for s in interaction["steps"] if s["type"] == "model_output"
              for c in s["content"] for a in c.get("annotations", []) if a["type"] == "url_citation"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import frontmatter
 import pytest
@@ -56,7 +57,7 @@ def test_report_from_the_reference_interaction() -> None:
     assert report.title == post["title"] == "History of Google TPUs"
     assert post["job_id"] == "0123456789abcdef0123456789abcdef" and post["interaction_id"] == "v1_abc"
     assert post["status"] == "completed" and post["duration_seconds"] == 872.0
-    assert post["usage"]["total_tokens"] == 525699
+    assert cast(dict[str, Any], post["usage"])["total_tokens"] == 525699
     assert post.content.startswith("# History of Google TPUs\n\nGoogle announced the first TPU in 2016 [1]")
     assert "1. [Introduction to Cloud TPU](<https://cloud.google.com/tpu/docs/intro-to-tpu>)" in post.content
     assert snapshot.last_thought == "Planning: gather TPU generations v1-v7..."

@@ -57,6 +57,11 @@ def next_after(cron: str, timezone: str, after: datetime) -> datetime:
     return croniter(cron, local).get_next(datetime).astimezone(after.tzinfo)  # type: ignore[no-any-return]
 
 
+def latest_due(cron: str, timezone: str, now: datetime) -> datetime:
+    local = now.astimezone(ZoneInfo(timezone))
+    return croniter(cron, local).get_prev(datetime).astimezone(now.tzinfo)  # type: ignore[no-any-return]
+
+
 def expand(items: list[Item], due: datetime, timezone: str) -> list[Item]:
     local = due.astimezone(ZoneInfo(timezone))
     year, week, _ = local.isocalendar()
@@ -149,9 +154,12 @@ def _fire(settings: Settings, schedule: Schedule, now: datetime) -> Batch | None
         with db.session(settings) as session:
             if not session.execute(claim).rowcount:  # type: ignore[attr-defined]
                 return None  # another scheduler fired this due time
-            if not schedule.catch_up and now - due > MISSED_GRACE:
+            if now - due <= MISSED_GRACE:
+                return _batch_for(session, schedule, due)[0]
+            if not schedule.catch_up:
                 return None  # missed while down, and this schedule does not catch up
-            return _batch_for(session, schedule, due)[0]
+            # Caught up once, as the latest missed time, so {date} and {week} name the recent period.
+            return _batch_for(session, schedule, latest_due(schedule.cron, schedule.timezone, now))[0]
     except IntegrityError:
         return None  # the same firing's idempotency keys exist: it was already stored
 
