@@ -1,0 +1,95 @@
+"""CPU per API call through the gateway, with google-genai as shipped and with its serialiser classes reused.
+
+Starts the emulator as a separate process, then measures, in one child process per mode (the speed-up is
+process-wide, so the modes cannot share one), the CPU time of the calling process per call:
+
+  sdk as shipped     google-genai 3.x builds a pydantic model class for every body it sends and reply it reads
+  classes reused     research_runner.gateway.reuse_sdk_model_classes() installed, as every Gateway does
+
+Usage: uv run python benchmarks/gateway_cost.py [--calls 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+AGENT = "deep-research-pro-preview-12-2025"
+MODES = ("sdk as shipped", "classes reused")
+
+
+def start_emulator() -> tuple[subprocess.Popen[bytes], str]:
+    command = [sys.executable, "-m", "research_runner.emulator", "--port", "0", "--duration", "3600:3600"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    deadline, line = time.monotonic() + 30, b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while not line.endswith(b"\n"):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("emulator did not start")
+            if selector.select(0.5):
+                line += os.read(process.stdout.fileno(), 1)
+    return process, line.decode().strip().removeprefix("Emulator listening on ")
+
+
+def cpu_ms_per_call(call: Callable[[int], object], calls: int) -> float:
+    for n in range(10):  # warm-up: connections, imports, first-use caches
+        call(n)
+    started = time.process_time()
+    for n in range(calls):
+        call(n)
+    return (time.process_time() - started) * 1000 / calls
+
+
+def measure(url: str, mode: str, calls: int) -> dict[str, float]:
+    """Runs in a child process: the gateway's calls, with or without reused classes."""
+    from research_runner import gateway as gateway_module
+    from research_runner.config import Settings
+
+    if mode == MODES[0]:  # Gateway() installs the speed-up; make it a no-op to see the SDK as shipped
+        gateway_module.reuse_sdk_model_classes = lambda: False  # type: ignore[assignment]
+    os.environ["GEMINI_API_KEY"] = "bench-key"
+    gateway = gateway_module.Gateway(Settings(gemini_base_url=url))
+    ids = [gateway.create(f"warm-up {n}", AGENT, f"job-{n}") for n in range(calls + 10)]
+    uncancelled = iter(ids)
+    sdk = gateway._read_client  # the typed get, as code without the raw reply reads it
+    return {
+        "Gateway.create": cpu_ms_per_call(lambda n: gateway.create(f"question {n}", AGENT, f"job-{n}"), calls),
+        "Gateway.get (raw reply)": cpu_ms_per_call(lambda n: gateway.get(ids[n]), calls),
+        "SDK interactions.get (typed)": cpu_ms_per_call(lambda n: sdk.interactions.get(ids[n]), calls),
+        "Gateway.cancel": cpu_ms_per_call(lambda n: gateway.cancel(next(uncancelled)), calls),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--child", nargs=2, metavar=("URL", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child[0], args.child[1], args.calls)))
+        return
+    emulator, url = start_emulator()
+    try:
+        results = {mode: json.loads(subprocess.run(
+            [sys.executable, __file__, "--calls", str(args.calls), "--child", url, mode],
+            check=True, capture_output=True, text=True).stdout) for mode in MODES}
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)
+    print(f"gateway CPU per call: {args.calls} calls each, emulator on 127.0.0.1, {os.cpu_count()} CPUs")
+    print(f"{'call':30} {MODES[0]:>15} {MODES[1]:>15} {'ratio':>7}")
+    for call, shipped in results[MODES[0]].items():
+        reused = results[MODES[1]][call]
+        print(f"{call:30} {shipped:12.2f} ms {reused:12.2f} ms {shipped / reused:6.1f}x")
+
+
+if __name__ == "__main__":
+    main()
