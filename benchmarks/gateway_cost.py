@@ -54,7 +54,7 @@ def measure(url: str, mode: str, calls: int) -> dict[str, float]:
     from research_runner.config import Settings
 
     if mode == MODES[0]:  # Gateway() installs the speed-up; make it a no-op to see the SDK as shipped
-        gateway_module.reuse_sdk_model_classes = lambda: False  # type: ignore[assignment]
+        gateway_module.reuse_sdk_model_classes = lambda: False
     os.environ["GEMINI_API_KEY"] = "bench-key"
     gateway = gateway_module.Gateway(Settings(gemini_base_url=url))
     ids = [gateway.create(f"warm-up {n}", AGENT, f"job-{n}") for n in range(calls + 10)]

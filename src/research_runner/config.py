@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     get_attempts: int = Field(default=3, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
     max_research_minutes: float = Field(default=70.0, gt=0)
+    # Task events cost the worker about a third of its CPU at scale; Flower switches them on when it connects.
+    task_events: bool = False
     # Shared by all workers through the database; 0 means no limit of our own (429s are still honoured).
     api_requests_per_minute: int = Field(default=0, ge=0)
     # `user:password` (several separated by commas) for `research flower`; never put on a command line.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,6 +55,12 @@ def transition(settings: Settings, job_id: str, from_statuses: Iterable[str], **
 def load(settings: Settings, job_id: str) -> Job | None:
     with db.session(settings) as session:
         return session.get(Job, job_id)
+
+
+def load_many(settings: Settings, job_ids: Iterable[str]) -> list[Job]:
+    """The jobs that exist among `job_ids`, in one query."""
+    with db.session(settings) as session:
+        return list(session.scalars(select(Job).where(col(Job.id).in_(list(job_ids)))))
 
 
 def claim_due(settings: Settings, now: datetime | None = None) -> list[tuple[str, str, str]]:
@@ -170,14 +176,35 @@ def _keep_late_interaction(settings: Settings, job_id: str, interaction_id: str)
 def poll(settings: Settings, gateway: Gateway, job_id: str) -> Polled | None:
     """Ask the API once about a running job and record what it says."""
     job = load(settings, job_id)
-    if job is None or job.status != JobStatus.RUNNING or not job.interaction_id:
+    return None if job is None else poll_job(settings, gateway, job)
+
+
+Mapper = Callable[[Callable[[Job], "Polled | None"], Iterable[Job]], Iterator["Polled | None"]]
+
+
+def poll_many(
+    settings: Settings, gateway: Gateway, job_ids: list[str], mapper: Mapper = map
+) -> dict[str, Polled | None]:
+    """Poll several jobs: one query loads them, then each is asked and recorded on its own.
+
+    `mapper` runs the polls (e.g. a thread pool's map, so the API calls overlap); None for a job not polled.
+    """
+    found = load_many(settings, job_ids)
+    polled = dict(zip([job.id for job in found], mapper(lambda job: poll_job(settings, gateway, job), found),
+                      strict=True))
+    return {job_id: polled.get(job_id) for job_id in job_ids}
+
+
+def poll_job(settings: Settings, gateway: Gateway, job: Job) -> Polled | None:
+    """Poll one job loaded a moment ago; its status is checked again by every write."""
+    if job.status != JobStatus.RUNNING or not job.interaction_id:
         return None
     now = utcnow()
     lateness = (now - job.next_poll_at).total_seconds() if job.next_poll_at else 0.0
     if job.submitted_at and now - job.submitted_at > timedelta(minutes=settings.max_research_minutes):
         _time_out(settings, gateway, job)
         return Polled(None, lateness)
-    if _throttle(settings, job_id, JobStatus.RUNNING):
+    if _throttle(settings, job.id, JobStatus.RUNNING):
         return Polled(None, lateness)
     try:
         snapshot = gateway.get(job.interaction_id)
@@ -187,7 +214,7 @@ def poll(settings: Settings, gateway: Gateway, job_id: str) -> Polled | None:
         _reschedule(settings, job, delay, error=f"temporary API problem, will poll again: {exc}")
         return Polled(None, lateness)
     except PermanentError as exc:
-        _needs_attention(settings, job_id, JobStatus.RUNNING, f"the API refused to report on the interaction: {exc}")
+        _needs_attention(settings, job.id, JobStatus.RUNNING, f"the API refused to report on the interaction: {exc}")
         return Polled(None, lateness)
     record(settings, job, snapshot)
     return Polled(snapshot.status, lateness)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +22,7 @@ from research_runner.config import Settings, redact_url
 from research_runner.constants import (
     DISPATCH_QUEUE,
     ENDED_STATUSES,
+    POLL_BATCH,
     REMOTE_RUNNING,
     TASK_DISPATCH,
     TASK_POLL,
@@ -38,16 +40,24 @@ TASK_LABEL_CHARS = 60  # of the question, in a task's arguments as Flower shows 
 
 
 class _PerProcess:
-    """The SDK client is built lazily in each worker process, never shared across a fork."""
+    """The SDK client and the poll threads are made lazily in each worker process, never shared across a fork."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._gateway: tuple[int, Gateway] | None = None
+        self._made: tuple[int, Gateway, ThreadPoolExecutor] | None = None
+
+    def _ensure(self) -> tuple[int, Gateway, ThreadPoolExecutor]:
+        if self._made is None or self._made[0] != os.getpid():
+            # One thread per job of a poll message, so its API calls overlap instead of queueing.
+            threads = ThreadPoolExecutor(max_workers=POLL_BATCH, thread_name_prefix="research-poll")
+            self._made = (os.getpid(), Gateway(self.settings), threads)
+        return self._made
 
     def gateway(self) -> Gateway:
-        if self._gateway is None or self._gateway[0] != os.getpid():
-            self._gateway = (os.getpid(), Gateway(self.settings))
-        return self._gateway[1]
+        return self._ensure()[1]
+
+    def threads(self) -> ThreadPoolExecutor:
+        return self._ensure()[2]
 
 
 def create_app(settings: Settings) -> Celery:
@@ -63,8 +73,8 @@ def create_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # kombu hands these to SQLAlchemy: writers to the SQLite broker file wait for each other, not fail.
         broker_transport_options={"connect_args": {"timeout": 30}} if settings.embedded else {},
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         beat_schedule=beat_schedule(settings),
         beat_scheduler=BEAT_SCHEDULER,
     )
@@ -81,29 +91,38 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         return _summary(settings, job_id, after_submit=True)
 
     @app.task(name=TASK_POLL)  # type: ignore[untyped-decorator]
-    def poll(job_id: str) -> dict[str, Any]:
-        polled = pipeline.poll(settings, state.gateway(), job_id)
-        if polled is None:
-            return {"job_id": job_id, "status": "skipped"}
-        log.info("job %s polled: %s (%.2f s late)", job_id[:8], polled.remote_status or "no answer", polled.lateness)
-        if polled.remote_status in REMOTE_RUNNING:
-            return {"job_id": job_id, "status": JobStatus.RUNNING, "remote_status": polled.remote_status,
-                    "lateness": round(polled.lateness, 3)}
-        # It has ended, or the API did not answer (which may have timed it out): read back what is stored.
-        return _summary(settings, job_id)
+    def poll(job_ids: list[str] | str) -> list[dict[str, Any]]:
+        ids = [job_ids] if isinstance(job_ids, str) else job_ids  # messages from before polls were batched
+        polled = pipeline.poll_many(settings, state.gateway(), ids, state.threads().map)
+        return [_poll_summary(settings, job_id, result) for job_id, result in polled.items()]
 
     @app.task(name=TASK_DISPATCH)  # type: ignore[untyped-decorator]
     def dispatch() -> dict[str, int]:
         fired = schedules.fire_due(settings)  # before claiming, so a firing's jobs start in this tick
         reaped = pipeline.reap_interrupted_creates(settings)
         due = pipeline.claim_due(settings)
-        for job_id, status, question_start in due:
-            name = TASK_SUBMIT if status == JobStatus.QUEUED else TASK_POLL
-            app.send_task(name, args=[job_id], argsrepr=task_label(job_id, question_start),
+        polls = [(job_id, start) for job_id, status, start in due if status == JobStatus.RUNNING]
+        for job_id, start in ((job_id, start) for job_id, status, start in due if status == JobStatus.QUEUED):
+            app.send_task(TASK_SUBMIT, args=[job_id], argsrepr=task_label(job_id, start),
+                          expires=settings.lease_seconds)
+        for at in range(0, len(polls), POLL_BATCH):
+            batch = polls[at : at + POLL_BATCH]
+            app.send_task(TASK_POLL, args=[[job_id for job_id, _ in batch]], argsrepr=poll_label(batch),
                           expires=settings.lease_seconds)
         digests = batches.finalize_ready(settings)
         return {"dispatched": len(due), "interrupted_creates": reaped, "schedules_fired": len(fired),
                 "digests_written": len(digests)}
+
+
+def _poll_summary(settings: Settings, job_id: str, polled: pipeline.Polled | None) -> dict[str, Any]:
+    if polled is None:
+        return {"job_id": job_id, "status": "skipped"}
+    log.info("job %s polled: %s (%.2f s late)", job_id[:8], polled.remote_status or "no answer", polled.lateness)
+    if polled.remote_status in REMOTE_RUNNING:
+        return {"job_id": job_id, "status": JobStatus.RUNNING, "remote_status": polled.remote_status,
+                "lateness": round(polled.lateness, 3)}
+    # It has ended, or the API did not answer (which may have timed it out): read back what is stored.
+    return _summary(settings, job_id)
 
 
 def _summary(settings: Settings, job_id: str, *, after_submit: bool = False) -> dict[str, Any]:
@@ -124,9 +143,17 @@ def _summary(settings: Settings, job_id: str, *, after_submit: bool = False) -> 
 
 def task_label(job_id: str, question: str) -> str:
     """What Flower shows as a task's arguments: the job id and the question's start, never more."""
+    return repr(_label(job_id, question))
+
+
+def poll_label(jobs: list[tuple[str, str]]) -> str:
+    """A poll message's arguments as Flower shows them: (job id, question start) for each of its jobs."""
+    return repr([_label(job_id, question) for job_id, question in jobs])
+
+
+def _label(job_id: str, question: str) -> tuple[str, str]:
     start = " ".join(question.split())
-    start = start if len(start) <= TASK_LABEL_CHARS else start[: TASK_LABEL_CHARS - 1] + "…"
-    return repr((job_id, start))
+    return job_id, start if len(start) <= TASK_LABEL_CHARS else start[: TASK_LABEL_CHARS - 1] + "…"
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
@@ -165,8 +192,10 @@ def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None =
 
 
 def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None, loglevel: str) -> None:
-    argv = ["worker", f"--concurrency={settings.worker_concurrency}", f"--loglevel={loglevel}", "--events",
+    argv = ["worker", f"--concurrency={settings.worker_concurrency}", f"--loglevel={loglevel}",
             f"--queues={DISPATCH_QUEUE},{WORK_QUEUE}"]
+    if settings.task_events:
+        argv.append("--events")
     if beat:
         argv += ["--beat", f"--scheduler={BEAT_SCHEDULER}"]
     if pool:

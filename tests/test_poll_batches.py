@@ -1,0 +1,88 @@
+"""Polls go out in batches: one message and one query for several running jobs, their API calls overlapping."""
+
+from __future__ import annotations
+
+import base64
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from research_runner import jobs, pipeline
+from research_runner.config import Settings
+from research_runner.constants import POLL_BATCH, REMOTE_RUNNING, TASK_POLL, TASK_SUBMIT, WORK_QUEUE, JobStatus
+from research_runner.gateway import Gateway
+from research_runner.models import utcnow
+from research_runner.worker import create_app, poll_label, task_label
+
+from conftest import settings_from
+
+AGENT = "deep-research-pro-preview-12-2025"
+
+
+@pytest.fixture
+def settings(runner_env: dict[str, str], postgres_settings_env: dict[str, str], redis_url: str,
+             monkeypatch: pytest.MonkeyPatch) -> Settings:
+    return settings_from({**runner_env, **postgres_settings_env, "RESEARCH_BROKER_URL": redis_url}, monkeypatch)
+
+
+def _running(settings: Settings, gateway: Gateway, question: str) -> str:
+    job = jobs.create(settings, question, AGENT)
+    pipeline.start(settings, gateway, job.id)
+    started = pipeline.load(settings, job.id)
+    assert started is not None and started.status == JobStatus.RUNNING, started
+    return job.id
+
+
+def test_poll_many_records_each_job_and_skips_what_it_cannot_poll(settings: Settings) -> None:
+    gateway = Gateway(settings)
+    done = _running(settings, gateway, "Ends at once [[emulator duration=0]]")
+    busy = _running(settings, gateway, "Runs on [[emulator duration=600]]")
+    failed = _running(settings, gateway, "Fails [[emulator outcome=failed duration=0]]")
+    queued = jobs.create(settings, "Not started yet", AGENT).id
+
+    with ThreadPoolExecutor(max_workers=POLL_BATCH) as threads:
+        polled = pipeline.poll_many(settings, gateway, [done, "no-such-job", busy, queued, failed], threads.map)
+
+    assert list(polled) == [done, "no-such-job", busy, queued, failed]
+    assert polled["no-such-job"] is None and polled[queued] is None
+    statuses = {job_id: p.remote_status for job_id, p in polled.items() if p}
+    assert statuses.pop(busy) in REMOTE_RUNNING and statuses == {done: "completed", failed: "failed"}
+    stored = {job.id: job for job in pipeline.load_many(settings, [done, busy, failed, queued])}
+    assert stored[done].status == JobStatus.COMPLETED and stored[done].report_path
+    assert stored[failed].status == JobStatus.FAILED and stored[failed].report_path is None
+    assert stored[busy].status == JobStatus.RUNNING and stored[busy].poll_count == 1
+    next_poll = stored[busy].next_poll_at
+    assert next_poll is not None and next_poll > utcnow()
+    assert stored[queued].status == JobStatus.QUEUED and stored[queued].poll_count == 0
+
+
+def _queued_messages(settings: Settings) -> list[dict[str, Any]]:
+    client = redis.Redis.from_url(settings.broker_url)
+    messages = [json.loads(raw) for raw in reversed(client.lrange(WORK_QUEUE, 0, -1))]  # oldest first
+    return [{"task": m["headers"]["task"], "argsrepr": m["headers"]["argsrepr"],
+             "args": json.loads(base64.b64decode(m["body"]))[0]} for m in messages]
+
+
+def test_the_dispatcher_sends_running_jobs_in_batches_and_each_create_alone(settings: Settings) -> None:
+    gateway = Gateway(settings)
+    running = [_running(settings, gateway, f"Question {n} [[emulator duration=600]]") for n in range(POLL_BATCH + 2)]
+    queued = [jobs.create(settings, f"Waiting {n}", AGENT).id for n in range(2)]
+    for job_id in running + queued:  # all due now, none handed out
+        assert pipeline.transition(settings, job_id, [JobStatus.RUNNING, JobStatus.QUEUED], lease_until=None,
+                                   next_poll_at=utcnow() - timedelta(seconds=1))
+
+    result = create_app(settings).tasks["research.dispatch"]()
+
+    assert result["dispatched"] == len(running) + len(queued)
+    sent = _queued_messages(settings)
+    assert [m["task"] for m in sent] == [TASK_SUBMIT, TASK_SUBMIT, TASK_POLL, TASK_POLL]
+    assert sorted(m["args"][0] for m in sent[:2]) == sorted(queued)
+    questions = {job.id: job.question for job in pipeline.load_many(settings, running + queued)}
+    assert [m["argsrepr"] for m in sent[:2]] == [task_label(m["args"][0], questions[m["args"][0]]) for m in sent[:2]]
+    batches = [m["args"][0] for m in sent[2:]]
+    assert [len(b) for b in batches] == [POLL_BATCH, 2] and sorted(batches[0] + batches[1]) == sorted(running)
+    assert sent[2]["argsrepr"] == poll_label([(job_id, questions[job_id]) for job_id in batches[0]])
