@@ -88,3 +88,30 @@ def test_jobs_over_the_budget_wait_without_calling_the_api(
     held = next(jobs.find(settings, j.id) for j in created if jobs.find(settings, j.id).status == JobStatus.QUEUED)
     assert held.updated_at is not None
     assert held.next_poll_at is not None and held.next_poll_at > held.updated_at and held.poll_count == 0
+
+
+def test_an_unknown_status_stops_polling_until_the_user_cancels(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
+) -> None:
+    settings = settings_from(runner_env, monkeypatch)
+    job = jobs.create(settings, "Reports a newer status [[emulator outcome=unknown_status duration=0]]", settings.agent)
+    gateway = Gateway(settings)
+    pipeline.advance(settings, gateway, job.id)  # create
+    pipeline.advance(settings, gateway, job.id)  # poll: the API says "paused"
+    waiting = jobs.find(settings, job.id)
+    assert waiting.status == JobStatus.NEEDS_ATTENTION and waiting.interaction_id
+    assert waiting.error == "the API reported status 'paused', which this version does not know; polling stopped"
+    gets = emulator.stats()["requests"]["get"]
+    pipeline.advance(settings, gateway, job.id)
+    assert pipeline.claim_due(settings, datetime.now(UTC) + timedelta(days=1)) == []  # never handed out again
+    assert emulator.stats()["requests"]["get"] == gets
+
+    cancelled = CliRunner().invoke(cli, ["cancel", job.id[:8]], env=runner_env)
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.stdout.startswith(f"Job {job.id[:8]} cancelled")
+    ended = jobs.find(settings, job.id)
+    assert ended.status == JobStatus.CANCELLED and ended.remote_status == "cancelled"
+    assert emulator.describe(waiting.interaction_id)["status"] == "cancelled"
+    again = CliRunner().invoke(cli, ["cancel", job.id[:8]], env=runner_env)
+    assert again.exit_code == 1
+    assert again.stderr == f"Error: job {job.id[:8]} has already ended (cancelled); there is nothing to cancel\n"

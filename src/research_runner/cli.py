@@ -310,7 +310,7 @@ def show(ctx: click.Context, job_id: str, raw: bool) -> None:
 @click.pass_context
 @with_database
 def cancel(ctx: click.Context, job_id: str) -> None:
-    """Cancel a job that has not ended.
+    """Cancel a job that has not ended, or stop the interaction of one waiting for your decision.
 
     \b
     Example:

@@ -13,7 +13,14 @@ from sqlmodel import col, select
 
 from research_runner import db, pipeline
 from research_runner.config import Settings, check_agent
-from research_runner.constants import ACTIVE_STATUSES, IDEMPOTENCY_KEY_MAX_CHARS, MAX_QUESTION_CHARS, JobStatus
+from research_runner.constants import (
+    ACTIVE_STATUSES,
+    ATTENTION_STATUSES,
+    IDEMPOTENCY_KEY_MAX_CHARS,
+    MAX_QUESTION_CHARS,
+    REMOTE_TERMINAL,
+    JobStatus,
+)
 from research_runner.exceptions import InvalidInput, InvalidJobState, JobNotFound, PermanentError
 from research_runner.models import Job, utcnow
 
@@ -125,6 +132,8 @@ def list_jobs(settings: Settings, status: str | None = None, limit: int = 20, ba
 
 def cancel(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway]) -> Job:
     job = find(settings, ref)
+    if job.status in ATTENTION_STATUSES and job.interaction_id:
+        return _cancel_waiting(settings, job, gateway_factory())
     if job.status not in ACTIVE_STATUSES:
         raise InvalidJobState(f"job {job.short_id} has already ended ({job.status}); there is nothing to cancel")
     if job.status == JobStatus.QUEUED and pipeline.transition(
@@ -141,6 +150,24 @@ def cancel(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway])
         # The API refuses to cancel an interaction that has ended: record how it ended instead.
         snapshot = gateway.get(job.interaction_id)
     pipeline.record(settings, job, snapshot)
+    return _reload(settings, job.id)
+
+
+def _cancel_waiting(settings: Settings, job: Job, gateway: Gateway) -> Job:
+    """A job waiting on the user (needs_attention, requires_action) may hold a live interaction: stop it."""
+    assert job.interaction_id is not None
+    try:
+        snapshot = gateway.cancel(job.interaction_id)
+    except PermanentError:
+        snapshot = gateway.get(job.interaction_id)  # the API refuses to cancel what has ended: see how
+    if snapshot.status in REMOTE_TERMINAL and snapshot.status != JobStatus.REQUIRES_ACTION:
+        pipeline.finish(settings, job, snapshot, from_statuses=[job.status])
+    else:  # still waiting, or a status we do not know: the user has decided, so it ends here
+        pipeline.transition(
+            settings, job.id, [job.status], status=JobStatus.CANCELLED, remote_status=snapshot.status,
+            finished_at=utcnow(), error=f"cancelled by the user while it was {job.status}"
+            + (f"; before that: {job.error}" if job.error else ""),
+        )
     return _reload(settings, job.id)
 
 

@@ -255,14 +255,14 @@ def record(settings: Settings, job: Job, snapshot: Snapshot) -> None:
         )
 
 
-def finish(settings: Settings, job: Job, snapshot: Snapshot) -> None:
+def finish(settings: Settings, job: Job, snapshot: Snapshot, from_statuses: Iterable[str] = ACTIVE_STATUSES) -> None:
     """Store the outcome once: the report file first (atomically), then the row, guarded by status."""
     finished_at = utcnow()
     status = REMOTE_TERMINAL[snapshot.status]
     report = reports.render(job, snapshot, finished_at) if snapshot.text.strip() else None
     path = reports.save(report, settings.reports_dir) if report else None
     won = transition(
-        settings, job.id, ACTIVE_STATUSES, status=status, remote_status=snapshot.status,
+        settings, job.id, from_statuses, status=status, remote_status=snapshot.status,
         finished_at=finished_at, next_poll_at=None, lease_until=None, error=_outcome_error(status, snapshot),
         last_thought=snapshot.last_thought or job.last_thought, poll_count=job.poll_count + 1,
         report_title=report.title if report else None, report_markdown=report.markdown if report else None,

@@ -15,12 +15,14 @@ from typing import Any
 
 from . import content as content_mod
 
+# A status no client knows yet, as a newer API might report; it does not end the interaction.
+UNKNOWN_STATUS = "paused"
 # Outcome (as drawn or requested) -> the status the interaction ends in; `stuck` never ends.
 FINAL_STATUS = {
     "completed": "completed", "expired": "completed", "failed": "failed", "incomplete": "incomplete",
-    "budget_exceeded": "budget_exceeded", "requires_action": "requires_action",
+    "budget_exceeded": "budget_exceeded", "requires_action": "requires_action", "unknown_status": UNKNOWN_STATUS,
 }
-TERMINAL_STATUSES = frozenset({*FINAL_STATUS.values(), "cancelled"})
+TERMINAL_STATUSES = frozenset({*FINAL_STATUS.values(), "cancelled"} - {UNKNOWN_STATUS})
 
 
 def iso(ts: float) -> str:
@@ -76,7 +78,9 @@ class Interaction:
     def end(self) -> tuple[float | None, str | None]:
         """(seconds after creation when it ends, final status); (None, None) while it never ends."""
         natural = None if self.outcome == "stuck" else self.duration
-        if self.cancelled_at is not None and (natural is None or self.cancelled_at < natural):
+        if self.cancelled_at is not None and (
+            natural is None or self.outcome == "unknown_status" or self.cancelled_at < natural
+        ):
             return self.cancelled_at, "cancelled"
         if natural is None:
             return None, None

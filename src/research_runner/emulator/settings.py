@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 Outcome = Literal[
-    "completed", "failed", "incomplete", "budget_exceeded", "requires_action", "stuck", "expired"
+    "completed", "failed", "incomplete", "budget_exceeded", "requires_action", "stuck", "expired", "unknown_status"
 ]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
