@@ -1,4 +1,4 @@
-"""Polls go out in batches: one message and one query for several running jobs, their API calls overlapping."""
+"""Steps go out in batches: one message for several jobs, their API calls overlapping; polls load in one query."""
 
 from __future__ import annotations
 
@@ -13,20 +13,37 @@ import redis
 
 from research_runner import jobs, pipeline
 from research_runner.config import Settings
-from research_runner.constants import POLL_BATCH, REMOTE_RUNNING, TASK_POLL, TASK_SUBMIT, WORK_QUEUE, JobStatus
+from research_runner.constants import (
+    ACTIVE_STATUSES,
+    JOBS_PER_MESSAGE,
+    REMOTE_RUNNING,
+    TASK_POLL,
+    TASK_SUBMIT,
+    WORK_QUEUE,
+    JobStatus,
+)
 from research_runner.gateway import Gateway
-from research_runner.models import utcnow
-from research_runner.worker import create_app, poll_label, task_label
+from research_runner.models import Job, utcnow
+from research_runner.worker import create_app, task_label
 
-from conftest import settings_from
+from conftest import settings_from, wait_for
 
 AGENT = "deep-research-pro-preview-12-2025"
 
 
 @pytest.fixture
-def settings(runner_env: dict[str, str], postgres_settings_env: dict[str, str], redis_url: str,
-             monkeypatch: pytest.MonkeyPatch) -> Settings:
-    return settings_from({**runner_env, **postgres_settings_env, "RESEARCH_BROKER_URL": redis_url}, monkeypatch)
+def env(runner_env: dict[str, str], postgres_settings_env: dict[str, str], redis_url: str) -> dict[str, str]:
+    return {**runner_env, **postgres_settings_env, "RESEARCH_BROKER_URL": redis_url}
+
+
+@pytest.fixture
+def settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    return settings_from(env, monkeypatch)
+
+
+def _all_ended(settings: Settings, ids: list[str]) -> list[Job] | None:
+    found = pipeline.load_many(settings, ids)
+    return found if len(found) == len(ids) and all(job.status not in ACTIVE_STATUSES for job in found) else None
 
 
 def _running(settings: Settings, gateway: Gateway, question: str) -> str:
@@ -44,7 +61,7 @@ def test_poll_many_records_each_job_and_skips_what_it_cannot_poll(settings: Sett
     failed = _running(settings, gateway, "Fails [[emulator outcome=failed duration=0]]")
     queued = jobs.create(settings, "Not started yet", AGENT).id
 
-    with ThreadPoolExecutor(max_workers=POLL_BATCH) as threads:
+    with ThreadPoolExecutor(max_workers=JOBS_PER_MESSAGE) as threads:
         polled = pipeline.poll_many(settings, gateway, [done, "no-such-job", busy, queued, failed], threads.map)
 
     assert list(polled) == [done, "no-such-job", busy, queued, failed]
@@ -67,10 +84,11 @@ def _queued_messages(settings: Settings) -> list[dict[str, Any]]:
              "args": json.loads(base64.b64decode(m["body"]))[0]} for m in messages]
 
 
-def test_the_dispatcher_sends_running_jobs_in_batches_and_each_create_alone(settings: Settings) -> None:
+def test_the_dispatcher_sends_due_creates_and_polls_in_batches(settings: Settings) -> None:
     gateway = Gateway(settings)
-    running = [_running(settings, gateway, f"Question {n} [[emulator duration=600]]") for n in range(POLL_BATCH + 2)]
-    queued = [jobs.create(settings, f"Waiting {n}", AGENT).id for n in range(2)]
+    running = [_running(settings, gateway, f"Question {n} [[emulator duration=600]]")
+               for n in range(JOBS_PER_MESSAGE + 2)]
+    queued = [jobs.create(settings, f"Waiting {n}", AGENT).id for n in range(3)]
     for job_id in running + queued:  # all due now, none handed out
         assert pipeline.transition(settings, job_id, [JobStatus.RUNNING, JobStatus.QUEUED], lease_until=None,
                                    next_poll_at=utcnow() - timedelta(seconds=1))
@@ -79,10 +97,25 @@ def test_the_dispatcher_sends_running_jobs_in_batches_and_each_create_alone(sett
 
     assert result["dispatched"] == len(running) + len(queued)
     sent = _queued_messages(settings)
-    assert [m["task"] for m in sent] == [TASK_SUBMIT, TASK_SUBMIT, TASK_POLL, TASK_POLL]
-    assert sorted(m["args"][0] for m in sent[:2]) == sorted(queued)
+    assert [m["task"] for m in sent] == [TASK_SUBMIT, TASK_POLL, TASK_POLL]
+    assert sorted(sent[0]["args"][0]) == sorted(queued)
+    batches = [m["args"][0] for m in sent[1:]]
+    assert [len(b) for b in batches] == [JOBS_PER_MESSAGE, 2] and sorted(batches[0] + batches[1]) == sorted(running)
     questions = {job.id: job.question for job in pipeline.load_many(settings, running + queued)}
-    assert [m["argsrepr"] for m in sent[:2]] == [task_label(m["args"][0], questions[m["args"][0]]) for m in sent[:2]]
-    batches = [m["args"][0] for m in sent[2:]]
-    assert [len(b) for b in batches] == [POLL_BATCH, 2] and sorted(batches[0] + batches[1]) == sorted(running)
-    assert sent[2]["argsrepr"] == poll_label([(job_id, questions[job_id]) for job_id in batches[0]])
+    for message in sent:
+        assert message["argsrepr"] == task_label([(job_id, questions[job_id]) for job_id in message["args"][0]])
+
+
+def test_a_worker_creates_and_polls_a_batch_to_the_end(
+    env: dict[str, str], settings: Settings, start_worker: Any, emulator: Any
+) -> None:
+    ids = [jobs.create(settings, f"Batch job {n} [[emulator duration=0.5]]", AGENT).id
+           for n in range(JOBS_PER_MESSAGE + 3)]
+    for job_id in ids:  # left for the dispatcher, so they go out in batches
+        assert pipeline.transition(settings, job_id, [JobStatus.QUEUED], lease_until=None)
+    worker = start_worker(env)
+    ended = wait_for(lambda: _all_ended(settings, ids), 60, "every job of the batch to end")
+    assert {job.status for job in ended} == {JobStatus.COMPLETED}, worker.log()
+    assert emulator.stats()["interactions_created"] == len(ids)
+    assert len({job.report_path for job in ended}) == len(ids)
+    assert "Task research.submit" in worker.log() and "polled: completed" in worker.log()

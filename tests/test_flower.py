@@ -26,7 +26,7 @@ from research_runner import db, pipeline
 from research_runner.cli import cli
 from research_runner.config import Settings
 from research_runner.models import Job
-from research_runner.worker import poll_label, task_label
+from research_runner.worker import task_label
 
 from conftest import FAST_POLICY, REDIS_URL, WorkerProcess, settings_from, wait_for
 from emulator_support import EmulatorHandle
@@ -149,11 +149,11 @@ def test_flower_shows_each_research_task_with_its_job_and_result(stack: Stack) -
     flower, job = stack.flower, stack.job
     uuid, task = wait_for(lambda: _finished_poll(flower, job), 15, "Flower to list the finishing poll")
     assert task["name"] == "research.poll"
-    assert task["args"] == poll_label([(job.id, QUESTION)]) == repr([(job.id, QUESTION[:59] + "…")])
+    assert task["args"] == task_label([(job.id, QUESTION)]) == repr([(job.id, QUESTION[:59] + "…")])
     for field in ("'status': 'completed'", repr(job.report_title), repr(job.report_path)):
         assert field in task["result"], field
     submits = wait_for(lambda: flower.tasks("research.submit"), 10, "the submit task in Flower")
-    assert [t["args"] for t in submits.values()] == [task_label(job.id, QUESTION)]
+    assert [t["args"] for t in submits.values()] == [task["args"]]
 
     assert flower.get("/api/tasks", login=None)[0] == 401
     assert flower.get(f"/task/{uuid}", login=None)[0] == 401

@@ -21,8 +21,9 @@ WORK_QUEUE = "research"
 # Ticks get their own queue, read first, so they never wait (and expire) behind the polls they hand out.
 DISPATCH_QUEUE = "research.dispatch"
 
-# Running jobs polled by one message: fewer messages cost the worker less, and a message's polls overlap.
-POLL_BATCH = 8
+# Jobs stepped (created or polled) by one message: fewer messages cost the worker less, and a message's API
+# calls overlap on the worker process's threads.
+JOBS_PER_MESSAGE = 8
 
 API_BUDGET_NAME = "gemini"
 IDEMPOTENCY_KEY_MAX_CHARS = 200

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +22,7 @@ from research_runner.config import Settings, redact_url
 from research_runner.constants import (
     DISPATCH_QUEUE,
     ENDED_STATUSES,
-    POLL_BATCH,
+    JOBS_PER_MESSAGE,
     REMOTE_RUNNING,
     TASK_DISPATCH,
     TASK_POLL,
@@ -48,8 +48,8 @@ class _PerProcess:
 
     def _ensure(self) -> tuple[int, Gateway, ThreadPoolExecutor]:
         if self._made is None or self._made[0] != os.getpid():
-            # One thread per job of a poll message, so its API calls overlap instead of queueing.
-            threads = ThreadPoolExecutor(max_workers=POLL_BATCH, thread_name_prefix="research-poll")
+            # One thread per job of a message, so its API calls overlap instead of queueing.
+            threads = ThreadPoolExecutor(max_workers=JOBS_PER_MESSAGE, thread_name_prefix="research-step")
             self._made = (os.getpid(), Gateway(self.settings), threads)
         return self._made
 
@@ -86,13 +86,14 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
     state = _PerProcess(settings)
 
     @app.task(name=TASK_SUBMIT)  # type: ignore[untyped-decorator]
-    def submit(job_id: str) -> dict[str, Any]:
-        pipeline.start(settings, state.gateway(), job_id)
-        return _summary(settings, job_id, after_submit=True)
+    def submit(job_ids: list[str] | str) -> list[dict[str, Any]]:
+        ids = _as_list(job_ids)
+        _each(state.threads(), ids, lambda job_id: pipeline.start(settings, state.gateway(), job_id))
+        return [_summary(settings, job_id, after_submit=True) for job_id in ids]
 
     @app.task(name=TASK_POLL)  # type: ignore[untyped-decorator]
     def poll(job_ids: list[str] | str) -> list[dict[str, Any]]:
-        ids = [job_ids] if isinstance(job_ids, str) else job_ids  # messages from before polls were batched
+        ids = _as_list(job_ids)
         polled = pipeline.poll_many(settings, state.gateway(), ids, state.threads().map)
         return [_poll_summary(settings, job_id, result) for job_id, result in polled.items()]
 
@@ -101,17 +102,30 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         fired = schedules.fire_due(settings)  # before claiming, so a firing's jobs start in this tick
         reaped = pipeline.reap_interrupted_creates(settings)
         due = pipeline.claim_due(settings)
-        polls = [(job_id, start) for job_id, status, start in due if status == JobStatus.RUNNING]
-        for job_id, start in ((job_id, start) for job_id, status, start in due if status == JobStatus.QUEUED):
-            app.send_task(TASK_SUBMIT, args=[job_id], argsrepr=task_label(job_id, start),
-                          expires=settings.lease_seconds)
-        for at in range(0, len(polls), POLL_BATCH):
-            batch = polls[at : at + POLL_BATCH]
-            app.send_task(TASK_POLL, args=[[job_id for job_id, _ in batch]], argsrepr=poll_label(batch),
-                          expires=settings.lease_seconds)
+        for name, status in ((TASK_SUBMIT, JobStatus.QUEUED), (TASK_POLL, JobStatus.RUNNING)):
+            _send_in_batches(app, settings, name, [(job_id, start) for job_id, s, start in due if s == status])
         digests = batches.finalize_ready(settings)
         return {"dispatched": len(due), "interrupted_creates": reaped, "schedules_fired": len(fired),
                 "digests_written": len(digests)}
+
+
+def _as_list(job_ids: list[str] | str) -> list[str]:
+    return [job_ids] if isinstance(job_ids, str) else job_ids  # messages from before steps were batched
+
+
+def _each(threads: ThreadPoolExecutor, job_ids: list[str], step: Callable[[str], object]) -> None:
+    """Run `step` for every job on the process's threads; the first failure is raised once all have run."""
+    futures = [threads.submit(step, job_id) for job_id in job_ids]
+    wait(futures)
+    for future in futures:
+        future.result()
+
+
+def _send_in_batches(app: Celery, settings: Settings, name: str, due: list[tuple[str, str]]) -> None:
+    for at in range(0, len(due), JOBS_PER_MESSAGE):
+        batch = due[at : at + JOBS_PER_MESSAGE]
+        app.send_task(name, args=[[job_id for job_id, _ in batch]], argsrepr=task_label(batch),
+                      expires=settings.lease_seconds)
 
 
 def _poll_summary(settings: Settings, job_id: str, polled: pipeline.Polled | None) -> dict[str, Any]:
@@ -141,13 +155,8 @@ def _summary(settings: Settings, job_id: str, *, after_submit: bool = False) -> 
     return summary
 
 
-def task_label(job_id: str, question: str) -> str:
-    """What Flower shows as a task's arguments: the job id and the question's start, never more."""
-    return repr(_label(job_id, question))
-
-
-def poll_label(jobs: list[tuple[str, str]]) -> str:
-    """A poll message's arguments as Flower shows them: (job id, question start) for each of its jobs."""
+def task_label(jobs: list[tuple[str, str]]) -> str:
+    """What Flower shows as a task's arguments: each job's id and its question's start, never more."""
     return repr([_label(job_id, question) for job_id, question in jobs])
 
 
@@ -187,7 +196,7 @@ def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None =
         job = pipeline.load(settings, job_id)
         question = job.question if job else ""
     with _broker(app, settings) as conn:
-        app.send_task(TASK_SUBMIT, args=[job_id], argsrepr=task_label(job_id, question), connection=conn,
+        app.send_task(TASK_SUBMIT, args=[[job_id]], argsrepr=task_label([(job_id, question)]), connection=conn,
                       retry=False, expires=settings.lease_seconds)
 
 
