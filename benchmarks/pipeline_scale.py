@@ -199,9 +199,11 @@ def stop(process: subprocess.Popen[bytes], grace: float) -> None:
     process.wait(timeout=10)
 
 
-def start_emulator(seed: int, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_emulator(seed: int, latency: float, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     command = [sys.executable, "-m", "research_runner.emulator", "--port", "0", "--seed", str(seed),
                "--retention", "3600"]
+    if latency:  # every API call is held this long before it is served, as a real API over the internet would
+        command += ["--fault", "create:slow=1", "--fault", "get:slow=1", "--slow-delay", str(latency)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
     assert process.stdout is not None
@@ -378,7 +380,8 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
 def print_table(args: argparse.Namespace, results: list[dict[str, str]], names: list[str]) -> None:
     print(f"\npipeline at scale: {args.jobs} jobs, durations {args.durations} s (seed {args.seed}), "
           f"pool {args.pool} x{args.concurrency}, poll {args.poll_initial}x{args.poll_multiplier}->"
-          f"{args.poll_max} s ±{args.poll_jitter}, dispatch every {args.dispatch_interval} s; "
+          f"{args.poll_max} s ±{args.poll_jitter}, dispatch every {args.dispatch_interval} s, "
+          f"API latency {args.api_latency} s; "
           f"baseline sleeps {args.baseline_interval} s, capped at {args.baseline_seconds} s; {os.cpu_count()} CPUs")
     widths = [34] + [max(14, *(len(r[k]) for k in r)) + 2 for r in results]
     print("".join(h.ljust(w) for h, w in zip(["metric", *names], widths, strict=True)))
@@ -436,7 +439,7 @@ def bench(args: argparse.Namespace) -> None:
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        emulator, emulator_url = start_emulator(args.seed, tmp / "emulator.log")
+        emulator, emulator_url = start_emulator(args.seed, args.api_latency, tmp / "emulator.log")
         env = worker_env(args, database_url, broker_url, emulator_url, tmp / "reports")
         settings = load_settings(database_url=database_url, broker_url=broker_url, reports_dir=tmp / "reports")
         phases = [p for p in args.phases.split(",") if p]
@@ -473,6 +476,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll-max", type=float, default=15.0)
     parser.add_argument("--poll-jitter", type=float, default=0.1)
     parser.add_argument("--dispatch-interval", type=float, default=1.0)
+    parser.add_argument("--api-latency", type=float, default=0.0, help="seconds the emulator holds every call")
     parser.add_argument("--baseline-interval", type=float, default=None, help="baseline sleep (default: --poll-max)")
     parser.add_argument("--baseline-seconds", type=float, default=150.0, help="cap on the baseline's run time")
     parser.add_argument("--phases", default="design,baseline", help="which runs, in order: design,baseline")

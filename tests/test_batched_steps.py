@@ -97,9 +97,9 @@ def test_the_dispatcher_sends_due_creates_and_polls_in_batches(settings: Setting
 
     assert result["dispatched"] == len(running) + len(queued)
     sent = _queued_messages(settings)
-    assert [m["task"] for m in sent] == [TASK_SUBMIT, TASK_POLL, TASK_POLL]
-    assert sorted(sent[0]["args"][0]) == sorted(queued)
-    batches = [m["args"][0] for m in sent[1:]]
+    assert [m["task"] for m in sent] == [TASK_POLL, TASK_POLL, TASK_SUBMIT]  # polls are due now and quick
+    assert sorted(sent[2]["args"][0]) == sorted(queued)
+    batches = [m["args"][0] for m in sent[:2]]
     assert [len(b) for b in batches] == [JOBS_PER_MESSAGE, 2] and sorted(batches[0] + batches[1]) == sorted(running)
     questions = {job.id: job.question for job in pipeline.load_many(settings, running + queued)}
     for message in sent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from research_runner.models import Job
 from conftest import settings_from, wait_for
 
 POLL_MAX = 1.0
+OUTAGE_SECONDS = 15.0
 # Leases as short as two poll intervals, so "resumes within two maximum poll intervals" is what is tested.
 CHAOS_POLICY = {"RESEARCH_POLL_MAX": str(POLL_MAX), "RESEARCH_LEASE_SECONDS": str(2 * POLL_MAX),
                 "RESEARCH_REQUEST_TIMEOUT": "3"}
@@ -172,10 +174,19 @@ def test_api_unreachable_for_a_while_delays_but_loses_nothing(
     start_worker(env, "--concurrency", "2")
     ids = submit(env, 6, duration=3)
     wait_for(lambda: all(j.status == JobStatus.RUNNING for j in statuses(settings, ids)), 30, "jobs running")
+    polls_before = {job.id: job.poll_count for job in statuses(settings, ids)}
+    stopped_at = time.monotonic()
     emulator.process.send_signal(signal.SIGSTOP)  # requests now hang until they time out
+
+    def outlasted() -> bool:
+        # Longer than three leases and fifteen poll intervals (as two minutes are in production), with every
+        # job failing polls again and again and still running.
+        return time.monotonic() - stopped_at > OUTAGE_SECONDS and all(
+            job.status == JobStatus.RUNNING and "temporary API problem" in str(job.error)
+            and job.poll_count >= polls_before[job.id] + 2 for job in statuses(settings, ids))
+
     try:
-        wait_for(lambda: all("temporary API problem" in str(j.error) for j in statuses(settings, ids)),
-                 30, "polls to time out")
+        wait_for(outlasted, OUTAGE_SECONDS + 30, "an outage in which every job keeps failing its polls")
     finally:
         emulator.process.send_signal(signal.SIGCONT)
     emulator.set_faults({})

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlmodel import col
 
 from research_runner import db, ratelimit, reports
@@ -50,6 +50,18 @@ def transition(settings: Settings, job_id: str, from_statuses: Iterable[str], **
     )
     with db.session(settings) as session:
         return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def _take_for_create(settings: Settings, job_id: str, lease: datetime) -> Job | None:
+    """Move a queued job to submitting and return it, in one round trip; None if it was not queued."""
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.QUEUED)
+        .values(status=JobStatus.SUBMITTING, lease_until=lease, updated_at=utcnow())
+        .returning(Job)
+    )
+    with db.session(settings) as session:
+        return session.scalars(statement).first()
 
 
 def load(settings: Settings, job_id: str) -> Job | None:
@@ -127,10 +139,9 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
     now = utcnow()
     # Long enough for the create's connect and read timeouts, so the reaper never takes a create still running.
     lease = now + timedelta(seconds=settings.lease_seconds + 2 * settings.request_timeout)
-    if not transition(settings, job_id, [JobStatus.QUEUED], status=JobStatus.SUBMITTING, lease_until=lease):
+    job = _take_for_create(settings, job_id, lease)
+    if job is None:
         return
-    job = load(settings, job_id)
-    assert job is not None
     try:
         interaction_id = gateway.create(job.question, job.agent, job.id)
     except RetryableError as exc:
@@ -190,13 +201,20 @@ def poll_many(
     `mapper` runs the polls (e.g. a thread pool's map, so the API calls overlap); None for a job not polled.
     """
     found = load_many(settings, job_ids)
-    polled = dict(zip([job.id for job in found], mapper(lambda job: poll_job(settings, gateway, job), found),
-                      strict=True))
+    pending: list[dict[str, Any]] = []  # jobs still running: rescheduled together in one round trip
+    results = mapper(lambda job: poll_job(settings, gateway, job, pending), found)
+    polled = dict(zip([job.id for job in found], results, strict=True))
+    _reschedule_all(settings, pending)
     return {job_id: polled.get(job_id) for job_id in job_ids}
 
 
-def poll_job(settings: Settings, gateway: Gateway, job: Job) -> Polled | None:
-    """Poll one job loaded a moment ago; its status is checked again by every write."""
+def poll_job(
+    settings: Settings, gateway: Gateway, job: Job, pending: list[dict[str, Any]] | None = None
+) -> Polled | None:
+    """Poll one job loaded a moment ago; its status is checked again by every write.
+
+    A job still running is rescheduled at once, or, given `pending`, added to it for `_reschedule_all`.
+    """
     if job.status != JobStatus.RUNNING or not job.interaction_id:
         return None
     now = utcnow()
@@ -216,7 +234,7 @@ def poll_job(settings: Settings, gateway: Gateway, job: Job) -> Polled | None:
     except PermanentError as exc:
         _needs_attention(settings, job.id, JobStatus.RUNNING, f"the API refused to report on the interaction: {exc}")
         return Polled(None, lateness)
-    record(settings, job, snapshot)
+    record(settings, job, snapshot, pending)
     return Polled(snapshot.status, lateness)
 
 
@@ -243,11 +261,15 @@ def advance(settings: Settings, gateway: Gateway, job_id: str) -> None:
         poll(settings, gateway, job_id)
 
 
-def record(settings: Settings, job: Job, snapshot: Snapshot) -> None:
+def record(settings: Settings, job: Job, snapshot: Snapshot, pending: list[dict[str, Any]] | None = None) -> None:
     if snapshot.status in REMOTE_TERMINAL:
         finish(settings, job, snapshot)
     elif snapshot.status in REMOTE_RUNNING:
-        _reschedule(settings, job, backoff_delay(settings, job.poll_count), snapshot=snapshot)
+        values = _next_poll(job, backoff_delay(settings, job.poll_count), snapshot=snapshot)
+        if pending is None:
+            transition(settings, job.id, [JobStatus.RUNNING], **values)
+        else:
+            pending.append({f"new_{key}": value for key, value in values.items()} | {"job_id": job.id})
     else:
         _needs_attention(
             settings, job.id, JobStatus.RUNNING,
@@ -299,19 +321,37 @@ def _usage_columns(snapshot: Snapshot) -> dict[str, int | None]:
     }
 
 
-def _reschedule(
-    settings: Settings, job: Job, delay: float, *, snapshot: Snapshot | None = None, error: str | None = None
-) -> None:
+def _reschedule(settings: Settings, job: Job, delay: float, *, error: str) -> None:
+    transition(settings, job.id, [JobStatus.RUNNING], **_next_poll(job, delay, error=error))
+
+
+def _next_poll(job: Job, delay: float, *, snapshot: Snapshot | None = None, error: str | None = None) -> dict[str, Any]:
     values: dict[str, Any] = {
         "poll_count": job.poll_count + 1,
         "next_poll_at": utcnow() + timedelta(seconds=delay),
         "lease_until": None,
         "error": error,
+        "updated_at": utcnow(),
     }
     if snapshot is not None:
         values["remote_status"] = snapshot.status
         values["last_thought"] = snapshot.last_thought or job.last_thought
-    transition(settings, job.id, [JobStatus.RUNNING], **values)
+    return values
+
+
+_RESCHEDULED = ("poll_count", "next_poll_at", "lease_until", "error", "updated_at", "remote_status", "last_thought")
+_RESCHEDULE_MANY = (
+    update(Job)
+    .where(col(Job.id) == bindparam("job_id"), col(Job.status) == JobStatus.RUNNING)
+    .values({name: bindparam(f"new_{name}") for name in _RESCHEDULED})
+)
+
+
+def _reschedule_all(settings: Settings, pending: list[dict[str, Any]]) -> None:
+    """Write the next poll of several still-running jobs in one statement (executemany), guarded by status."""
+    if pending:
+        with db.session(settings) as session:
+            session.connection().execute(_RESCHEDULE_MANY, pending)
 
 
 def _requeue(settings: Settings, job: Job, error: str, delay: float) -> None:

@@ -68,7 +68,8 @@ def create_app(settings: Settings) -> Celery:
         task_ignore_result=True,
         # Steps are idempotent, so ack after the step: a crash mid-step leaves the message for another worker.
         task_acks_late=True,
-        worker_prefetch_multiplier=4,
+        # A message already carries several jobs; reserving more would let them wait behind each other.
+        worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         # kombu hands these to SQLAlchemy: writers to the SQLite broker file wait for each other, not fail.
@@ -102,7 +103,8 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         fired = schedules.fire_due(settings)  # before claiming, so a firing's jobs start in this tick
         reaped = pipeline.reap_interrupted_creates(settings)
         due = pipeline.claim_due(settings)
-        for name, status in ((TASK_SUBMIT, JobStatus.QUEUED), (TASK_POLL, JobStatus.RUNNING)):
+        # Polls first: they are due now and quick, while a burst of creates can take a while to drain.
+        for name, status in ((TASK_POLL, JobStatus.RUNNING), (TASK_SUBMIT, JobStatus.QUEUED)):
             _send_in_batches(app, settings, name, [(job_id, start) for job_id, s, start in due if s == status])
         digests = batches.finalize_ready(settings)
         return {"dispatched": len(due), "interrupted_creates": reaped, "schedules_fired": len(fired),
