@@ -69,7 +69,7 @@ def baseline_app(settings: Settings, interval: float) -> Celery:
     log = get_task_logger("baseline")
     gateways: dict[int, Gateway] = {}
 
-    @app.task(name=BASELINE_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=BASELINE_TASK, shared=False)  # type: ignore[untyped-decorator]
     def wait(job_id: str) -> None:
         if os.getpid() not in gateways:  # one SDK client per pool process, never shared across a fork
             gateways[os.getpid()] = Gateway(settings)

@@ -19,12 +19,12 @@ from research_runner.constants import (
     REMOTE_RUNNING,
     TASK_POLL,
     TASK_SUBMIT,
-    WORK_QUEUE,
+    QUEUES_BY_PRIORITY,
     JobStatus,
 )
 from research_runner.gateway import Gateway
 from research_runner.models import Job, utcnow
-from research_runner.worker import create_app, task_label
+from research_runner.worker import create_app, enqueue, task_label
 
 from conftest import settings_from, wait_for
 
@@ -79,7 +79,7 @@ def test_poll_many_records_each_job_and_skips_what_it_cannot_poll(settings: Sett
 
 def _queued_messages(settings: Settings) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(settings.broker_url)
-    messages = [json.loads(raw) for raw in reversed(client.lrange(WORK_QUEUE, 0, -1))]  # oldest first
+    messages = [json.loads(raw) for queue in QUEUES_BY_PRIORITY for raw in reversed(client.lrange(queue, 0, -1))]
     return [{"task": m["headers"]["task"], "argsrepr": m["headers"]["argsrepr"],
              "args": json.loads(base64.b64decode(m["body"]))[0]} for m in messages]
 
@@ -119,3 +119,23 @@ def test_a_worker_creates_and_polls_a_batch_to_the_end(
     assert emulator.stats()["interactions_created"] == len(ids)
     assert len({job.report_path for job in ended}) == len(ids)
     assert "Task research.submit" in worker.log() and "polled: completed" in worker.log()
+
+
+def test_a_worker_reads_polls_before_creates(
+    env: dict[str, str], settings: Settings, start_worker: Any, emulator: Any
+) -> None:
+    gateway = Gateway(settings)
+    running = [_running(settings, gateway, f"Polled first {n} [[emulator duration=600]]")
+               for n in range(JOBS_PER_MESSAGE + 1)]
+    queued = jobs.create(settings, "Created last [[emulator duration=600]]", AGENT)
+    app = create_app(settings)
+    enqueue(app, settings, queued.id, queued.question)  # the create is sent first...
+    for job_id in running:
+        assert pipeline.transition(settings, job_id, [JobStatus.RUNNING], next_poll_at=utcnow() - timedelta(seconds=1))
+    assert app.tasks["research.dispatch"]()["dispatched"] == len(running)  # ...then two poll messages
+
+    worker = start_worker(env, "--concurrency", "1")
+    wait_for(lambda: jobs.find(settings, queued.id).status == JobStatus.RUNNING, 30, "the create")
+    received = [line.split("Task ")[1].split("[")[0] for line in worker.log().splitlines()
+                if " received" in line and "research.dispatch" not in line]
+    assert received[:3] == ["research.poll", "research.poll", "research.submit"], received

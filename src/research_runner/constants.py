@@ -17,9 +17,12 @@ TASK_SUBMIT = "research.submit"
 TASK_POLL = "research.poll"
 TASK_DISPATCH = "research.dispatch"
 
-WORK_QUEUE = "research"
-# Ticks get their own queue, read first, so they never wait (and expire) behind the polls they hand out.
+WORK_QUEUE = "research"  # creates, and anything sent without a route
+# Workers read their queues in this order (on Redis): ticks never wait (and expire) behind the steps they hand
+# out, and polls, due now and quick, never wait behind a burst of creates.
 DISPATCH_QUEUE = "research.dispatch"
+POLL_QUEUE = "research.poll"
+QUEUES_BY_PRIORITY = (DISPATCH_QUEUE, POLL_QUEUE, WORK_QUEUE)
 
 # Jobs stepped (created or polled) by one message: fewer messages cost the worker less, and a message's API
 # calls overlap on the worker process's threads.

@@ -23,6 +23,8 @@ from research_runner.constants import (
     DISPATCH_QUEUE,
     ENDED_STATUSES,
     JOBS_PER_MESSAGE,
+    POLL_QUEUE,
+    QUEUES_BY_PRIORITY,
     REMOTE_RUNNING,
     TASK_DISPATCH,
     TASK_POLL,
@@ -64,7 +66,7 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("research_runner", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_default_queue=WORK_QUEUE,
-        task_routes={TASK_DISPATCH: {"queue": DISPATCH_QUEUE}},
+        task_routes={TASK_DISPATCH: {"queue": DISPATCH_QUEUE}, TASK_POLL: {"queue": POLL_QUEUE}},
         task_ignore_result=True,
         # Steps are idempotent, so ack after the step: a crash mid-step leaves the message for another worker.
         task_acks_late=True,
@@ -73,7 +75,8 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         # kombu hands these to SQLAlchemy: writers to the SQLite broker file wait for each other, not fail.
-        broker_transport_options={"connect_args": {"timeout": 30}} if settings.embedded else {},
+        broker_transport_options={"connect_args": {"timeout": 30}} if settings.embedded
+        else {"queue_order_strategy": "priority"},  # Redis: read the queues in the order the worker lists them
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
         beat_schedule=beat_schedule(settings),
@@ -84,21 +87,23 @@ def create_app(settings: Settings) -> Celery:
 
 
 def _register_tasks(app: Celery, settings: Settings) -> None:
+    # shared=False: a shared task would also be registered in every app made later in this process, whose own
+    # task of that name (closing over its own settings) would then be ignored.
     state = _PerProcess(settings)
 
-    @app.task(name=TASK_SUBMIT)  # type: ignore[untyped-decorator]
+    @app.task(name=TASK_SUBMIT, shared=False)  # type: ignore[untyped-decorator]
     def submit(job_ids: list[str] | str) -> list[dict[str, Any]]:
         ids = _as_list(job_ids)
         _each(state.threads(), ids, lambda job_id: pipeline.start(settings, state.gateway(), job_id))
         return [_summary(settings, job_id, after_submit=True) for job_id in ids]
 
-    @app.task(name=TASK_POLL)  # type: ignore[untyped-decorator]
+    @app.task(name=TASK_POLL, shared=False)  # type: ignore[untyped-decorator]
     def poll(job_ids: list[str] | str) -> list[dict[str, Any]]:
         ids = _as_list(job_ids)
         polled = pipeline.poll_many(settings, state.gateway(), ids, state.threads().map)
         return [_poll_summary(settings, job_id, result) for job_id, result in polled.items()]
 
-    @app.task(name=TASK_DISPATCH)  # type: ignore[untyped-decorator]
+    @app.task(name=TASK_DISPATCH, shared=False)  # type: ignore[untyped-decorator]
     def dispatch() -> dict[str, int]:
         fired = schedules.fire_due(settings)  # before claiming, so a firing's jobs start in this tick
         reaped = pipeline.reap_interrupted_creates(settings)
@@ -204,7 +209,7 @@ def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None =
 
 def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None, loglevel: str) -> None:
     argv = ["worker", f"--concurrency={settings.worker_concurrency}", f"--loglevel={loglevel}",
-            f"--queues={DISPATCH_QUEUE},{WORK_QUEUE}"]
+            f"--queues={','.join(QUEUES_BY_PRIORITY)}"]
     if settings.task_events:
         argv.append("--events")
     if beat:
