@@ -16,10 +16,10 @@ from research_runner.config import Settings
 from research_runner.constants import (
     ACTIVE_STATUSES,
     JOBS_PER_MESSAGE,
+    QUEUES_BY_PRIORITY,
     REMOTE_RUNNING,
     TASK_POLL,
     TASK_SUBMIT,
-    QUEUES_BY_PRIORITY,
     JobStatus,
 )
 from research_runner.gateway import Gateway
