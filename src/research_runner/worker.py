@@ -34,6 +34,7 @@ from research_runner.constants import (
 )
 from research_runner.exceptions import ServiceUnavailable
 from research_runner.gateway import Gateway
+from research_runner.models import Job
 from research_runner.scheduler import BEAT_SCHEDULER, beat_schedule
 
 log = logging.getLogger("research_runner.worker")
@@ -95,7 +96,8 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
     def submit(job_ids: list[str] | str) -> list[dict[str, Any]]:
         ids = _as_list(job_ids)
         _each(state.threads(), ids, lambda job_id: pipeline.start(settings, state.gateway(), job_id))
-        return [_summary(settings, job_id, after_submit=True) for job_id in ids]
+        found = {job.id: job for job in pipeline.load_many(settings, ids)}
+        return [_describe(job_id, found.get(job_id), after_submit=True) for job_id in ids]
 
     @app.task(name=TASK_POLL, shared=False)  # type: ignore[untyped-decorator]
     def poll(job_ids: list[str] | str) -> list[dict[str, Any]]:
@@ -146,9 +148,12 @@ def _poll_summary(settings: Settings, job_id: str, polled: pipeline.Polled | Non
     return _summary(settings, job_id)
 
 
-def _summary(settings: Settings, job_id: str, *, after_submit: bool = False) -> dict[str, Any]:
+def _summary(settings: Settings, job_id: str) -> dict[str, Any]:
+    return _describe(job_id, pipeline.load(settings, job_id))
+
+
+def _describe(job_id: str, job: Job | None, *, after_submit: bool = False) -> dict[str, Any]:
     """The task's result (Flower shows it), logging the job's events: one line each, no secrets."""
-    job = pipeline.load(settings, job_id)
     if job is None:
         return {"job_id": job_id, "status": "missing"}
     if after_submit:
