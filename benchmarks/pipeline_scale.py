@@ -43,7 +43,8 @@ from celery.utils.log import get_task_logger
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from research_runner import db, jobs, pipeline
+from research_runner import batches, db, jobs, pipeline
+from research_runner.batchfile import Item
 from research_runner.config import Settings, load_settings
 from research_runner.constants import ACTIVE_STATUSES, DEFAULT_AGENT, REMOTE_TERMINAL
 from research_runner.exceptions import RetryableError, ServiceUnavailable
@@ -255,12 +256,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def insert_jobs(settings: Settings, durations: list[float]) -> dict[str, float]:
-    # A lease that has already lapsed lets the dispatcher take the job at once (jobs.create leases it so that
-    # `research submit` can send the first step itself).
+def insert_jobs(settings: Settings, durations: list[float], how: str) -> dict[str, float]:
+    questions = [f"Benchmark question {i} [[emulator duration={d:.2f}]]" for i, d in enumerate(durations)]
+    if how == "batch":  # as `research batch FILE` stores them: one transaction, all due at once
+        with db.session(settings) as session:
+            batch, _ = batches.add(session, "benchmark", [Item(q) for q in questions], DEFAULT_AGENT)
+            session.flush()
+            rows = session.exec(select(Job.id, Job.question).where(col(Job.batch_id) == batch.id)).all()
+        by_question = dict(zip(questions, durations, strict=True))
+        return {job_id: by_question[question] for job_id, question in rows}
+    # One by one, as `research submit` does, with a lease that has already lapsed so the dispatcher takes the
+    # job at once (jobs.create leases it so that `research submit` can send the first step itself).
     unleased = settings.model_copy(update={"lease_seconds": 1e-6})
-    return {jobs.create(unleased, f"Benchmark question {i} [[emulator duration={d:.2f}]]", DEFAULT_AGENT).id: d
-            for i, d in enumerate(durations)}
+    return {jobs.create(unleased, q, DEFAULT_AGENT).id: d for q, d in zip(questions, durations, strict=True)}
 
 
 def worker_command(name: str, args: argparse.Namespace) -> list[str]:
@@ -294,7 +302,7 @@ def run_phase(name: str, args: argparse.Namespace, env: dict[str, str], settings
         busy0, total0 = machine_busy()
         with Sampler(lambda: proc_tree(worker.pid)) as sampler, pg:
             started = time.monotonic()
-            by_id = insert_jobs(settings, durations)
+            by_id = insert_jobs(settings, durations, args.submit)
             if name == "baseline":
                 sender = Celery("sender", broker=settings.broker_url, set_as_current=False)
                 for job_id in by_id:
@@ -381,7 +389,7 @@ def print_table(args: argparse.Namespace, results: list[dict[str, str]], names: 
     print(f"\npipeline at scale: {args.jobs} jobs, durations {args.durations} s (seed {args.seed}), "
           f"pool {args.pool} x{args.concurrency}, poll {args.poll_initial}x{args.poll_multiplier}->"
           f"{args.poll_max} s ±{args.poll_jitter}, dispatch every {args.dispatch_interval} s, "
-          f"API latency {args.api_latency} s; "
+          f"API latency {args.api_latency} s, jobs stored {args.submit}; "
           f"baseline sleeps {args.baseline_interval} s, capped at {args.baseline_seconds} s; {os.cpu_count()} CPUs")
     widths = [34] + [max(14, *(len(r[k]) for k in r)) + 2 for r in results]
     print("".join(h.ljust(w) for h, w in zip(["metric", *names], widths, strict=True)))
@@ -477,6 +485,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll-jitter", type=float, default=0.1)
     parser.add_argument("--dispatch-interval", type=float, default=1.0)
     parser.add_argument("--api-latency", type=float, default=0.0, help="seconds the emulator holds every call")
+    parser.add_argument("--submit", choices=["each", "batch"], default="each",
+                        help="jobs stored one by one (research submit) or in one transaction (research batch)")
     parser.add_argument("--baseline-interval", type=float, default=None, help="baseline sleep (default: --poll-max)")
     parser.add_argument("--baseline-seconds", type=float, default=150.0, help="cap on the baseline's run time")
     parser.add_argument("--phases", default="design,baseline", help="which runs, in order: design,baseline")
