@@ -39,6 +39,7 @@ from research_runner.scheduler import BEAT_SCHEDULER, beat_schedule
 
 log = logging.getLogger("research_runner.worker")
 BROKER_CONNECT_TIMEOUT = 5.0
+HTTP_CLIENT_LOGGERS = ("httpx", "httpx2")
 TASK_LABEL_CHARS = 60  # of the question, in a task's arguments as Flower shows them
 
 
@@ -213,6 +214,9 @@ def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None =
 
 
 def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None, loglevel: str) -> None:
+    # The SDK's HTTP client logs every request at INFO: a line per poll, already told by our own job lines.
+    for name in HTTP_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     argv = ["worker", f"--concurrency={settings.worker_concurrency}", f"--loglevel={loglevel}",
             f"--queues={','.join(QUEUES_BY_PRIORITY)}"]
     if settings.task_events:
