@@ -151,6 +151,8 @@ class Interaction:
         end, _ = self.end()
         # A cancel only lands strictly before the natural end, so the final output stays out of it.
         limit = t if end is None else min(t, end)
+        if limit < self.queued_for:  # only the input shows while queued, so a create need not write the report
+            return [self._user_step().step]
         return [s.step for s in self.steps() if s.due <= limit]
 
     def usage(self) -> dict[str, Any]:
