@@ -52,8 +52,10 @@ class _PerProcess:
 
     def _ensure(self) -> tuple[int, Gateway, ThreadPoolExecutor]:
         if self._made is None or self._made[0] != os.getpid():
-            # One thread per job of a message, so its API calls overlap instead of queueing.
-            threads = ThreadPoolExecutor(max_workers=JOBS_PER_MESSAGE, thread_name_prefix="research-step")
+            # One thread per job of a message, so its API calls overlap instead of queueing; enough for every
+            # message at once under the threads pool. Threads start on demand: prefork makes at most one batch.
+            threads = ThreadPoolExecutor(max_workers=JOBS_PER_MESSAGE * self.settings.worker_concurrency,
+                                         thread_name_prefix="research-step")
             self._made = (os.getpid(), Gateway(self.settings), threads)
         return self._made
 
