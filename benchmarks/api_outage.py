@@ -9,8 +9,8 @@ timeout, 3 attempts per poll) with a real worker, emulator, Redis and PostgreSQL
   2. once every job is running, the emulator is frozen (SIGSTOP: connections open, no answer) for --outage s;
   3. it thaws, and the run ends when every job has ended.
 
-It prints what must hold (every job completed, one interaction and one report per job, no half-written file)
-and how the outage went (poll attempts that failed, the longest poll task, how long after the outage each job
+It prints what must hold (every job completed, one interaction and one report per job, no half-written file),
+exits 1 if any of it does not, and prints how the outage went (poll attempts that failed, the longest poll task, how long after the outage each job
 was polled again). Takes about 5 minutes with the defaults.
 
 Usage: uv run python benchmarks/api_outage.py [--jobs 40] [--durations 200:240] [--outage 120]
@@ -164,6 +164,15 @@ def report(args: argparse.Namespace, settings: Settings, ids: list[str], url: st
           f"20% of answers refused (429/503) outside it; production poll policy and leases")
     for key, value in outcome.items():
         print(f"{key:42}{value}")
+    broken = [what for what, held in (
+        ("a job did not complete", all(j.status == JobStatus.COMPLETED for j in rows)),
+        ("an interaction was created twice", max(stats["creates_by_input"].values()) == 1),
+        ("reports and rows differ", len(files) == len(rows) == sum(1 for j in rows if j.report_path)),
+        ("a report was left half-written", not list((tmp / "reports").glob(".tmp-*"))),
+        ("the worker died", worker_alive),
+    ) if not held]
+    if broken:
+        raise SystemExit("FAILED: " + "; ".join(broken))
 
 
 if __name__ == "__main__":

@@ -14,29 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import selectors
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pipeline_scale import start_emulator, stop  # the sibling benchmark's process helpers
 
 AGENT = "deep-research-pro-preview-12-2025"
 MODES = ("sdk as shipped", "classes reused")
-
-
-def start_emulator() -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "research_runner.emulator", "--port", "0", "--duration", "3600:3600"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    deadline, line = time.monotonic() + 30, b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("emulator did not start")
-            if selector.select(0.5):
-                line += os.read(process.stdout.fileno(), 1)
-    return process, line.decode().strip().removeprefix("Emulator listening on ")
 
 
 def cpu_ms_per_call(call: Callable[[int], object], calls: int) -> float:
@@ -76,15 +65,23 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child[0], args.child[1], args.calls)))
         return
-    emulator, url = start_emulator()
-    try:
-        results = {mode: json.loads(subprocess.run(
-            [sys.executable, __file__, "--calls", str(args.calls), "--child", url, mode],
-            check=True, capture_output=True, text=True).stdout) for mode in MODES}
-    finally:
-        emulator.terminate()
-        emulator.wait(timeout=10)
-    print(f"gateway CPU per call: {args.calls} calls each, emulator on 127.0.0.1, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        emulator, url = start_emulator(1, 0.0, Path(tmp) / "emulator.log", "--duration", "3600:3600")
+        try:
+            results = measure_all(url, args.calls)
+        finally:
+            stop(emulator, 10)
+    print_results(results, args.calls)
+
+
+def measure_all(url: str, calls: int) -> dict[str, dict[str, float]]:
+    return {mode: json.loads(subprocess.run(
+        [sys.executable, __file__, "--calls", str(calls), "--child", url, mode],
+        check=True, capture_output=True, text=True).stdout) for mode in MODES}
+
+
+def print_results(results: dict[str, dict[str, float]], calls: int) -> None:
+    print(f"gateway CPU per call: {calls} calls each, emulator on 127.0.0.1, {os.cpu_count()} CPUs")
     print(f"{'call':30} {MODES[0]:>15} {MODES[1]:>15} {'ratio':>7}")
     for call, shipped in results[MODES[0]].items():
         reused = results[MODES[1]][call]

@@ -200,9 +200,9 @@ def stop(process: subprocess.Popen[bytes], grace: float) -> None:
     process.wait(timeout=10)
 
 
-def start_emulator(seed: int, latency: float, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_emulator(seed: int, latency: float, log_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     command = [sys.executable, "-m", "research_runner.emulator", "--port", "0", "--seed", str(seed),
-               "--retention", "3600"]
+               "--retention", "3600", *extra]
     if latency:  # every API call is held this long before it is served, as a real API over the internet would
         command += ["--fault", "create:slow=1", "--fault", "get:slow=1", "--slow-delay", str(latency)]
     with log_path.open("wb") as log:
