@@ -10,8 +10,8 @@ timeout, 3 attempts per poll) with a real worker, emulator, Redis and PostgreSQL
   3. it thaws, and the run ends when every job has ended.
 
 It prints what must hold (every job completed, one interaction and one report per job, no half-written file),
-exits 1 if any of it does not, and prints how the outage went (poll attempts that failed, the longest poll task, how long after the outage each job
-was polled again). Takes about 5 minutes with the defaults.
+exits 1 if any of it does not, and prints how the outage went (poll attempts that failed, the longest poll
+task, how long after the outage each job was polled again). Takes about 5 minutes with the defaults.
 
 Usage: uv run python benchmarks/api_outage.py [--jobs 40] [--durations 200:240] [--outage 120]
 """
