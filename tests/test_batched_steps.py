@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -139,3 +140,39 @@ def test_a_worker_reads_polls_before_creates(
     received = [line.split("Task ")[1].split("[")[0] for line in worker.log().splitlines()
                 if " received" in line and "research.dispatch" not in line]
     assert received[:3] == ["research.poll", "research.poll", "research.submit"], received
+
+
+def test_a_job_that_fails_does_not_cost_its_batch_their_schedule(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(env, monkeypatch)
+    gateway = Gateway(settings)
+    ends = _running(settings, gateway, "Ends now [[emulator duration=0]]")
+    runs = _running(settings, gateway, "Runs on [[emulator duration=600]]")
+    shutil.rmtree(settings.reports_dir)
+    settings.reports_dir.write_text("")  # reports cannot be written now: finishing a job raises
+
+    with pytest.raises(OSError):
+        pipeline.poll_many(settings, gateway, [ends, runs])
+
+    stored = {job.id: job for job in pipeline.load_many(settings, [ends, runs])}
+    assert stored[runs].poll_count == 1 and stored[runs].remote_status in REMOTE_RUNNING  # rescheduled
+    assert stored[ends].status == JobStatus.RUNNING and stored[ends].poll_count == 0  # tried again later
+
+
+def test_a_stale_batch_does_not_overwrite_a_newer_poll(settings: Settings) -> None:
+    gateway = Gateway(settings)
+    job_id = _running(settings, gateway, "Runs on [[emulator duration=600]]")
+    later = utcnow() + timedelta(hours=1)
+
+    def overtaken(step: Any, jobs_loaded: Any) -> Any:
+        # Another poll of the same job finishes while this batch is under way (its lease had lapsed).
+        assert pipeline.transition(settings, job_id, [JobStatus.RUNNING], poll_count=5, next_poll_at=later)
+        return map(step, jobs_loaded)
+
+    polled = pipeline.poll_many(settings, gateway, [job_id], overtaken)
+
+    result = polled[job_id]
+    assert result is not None and result.remote_status in REMOTE_RUNNING
+    job = jobs.find(settings, job_id)
+    assert (job.poll_count, job.next_poll_at) == (5, later)

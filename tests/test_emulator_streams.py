@@ -89,3 +89,19 @@ def test_cancel_ends_an_open_stream(emulator: EmulatorHandle) -> None:
     seen += list(stream)
     assert seen[-1].event_type == "interaction.completed" and seen[-1].interaction.status == "cancelled"
     assert dumped(seen) == dumped(collect_stream(client, interaction_id))
+
+
+def test_an_unknown_status_does_not_end_the_stream(emulator: EmulatorHandle) -> None:
+    client = emulator.client()
+    it = client.interactions.create(
+        agent=AGENT, input="Research kelp. [[emulator outcome=unknown_status duration=0.3]]", background=True
+    )
+    interaction_id = it.id
+    assert interaction_id is not None
+    poll_until(lambda: client.interactions.with_raw_response.get(interaction_id).json()["status"] == "paused",
+               message="the unknown status")
+    client.interactions.cancel(interaction_id)  # the stream below would stay open without it
+    events = dumped(collect_stream(client, interaction_id))
+    statuses = [e.get("status") for e in events if e["event_type"] == "interaction.status_update"]
+    assert statuses == ["in_progress", "paused", "cancelled"]
+    assert events[-1]["event_type"] == "interaction.completed" and events[-1]["interaction"]["status"] == "cancelled"

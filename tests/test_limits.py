@@ -115,3 +115,17 @@ def test_an_unknown_status_stops_polling_until_the_user_cancels(
     again = CliRunner().invoke(cli, ["cancel", job.id[:8]], env=runner_env)
     assert again.exit_code == 1
     assert again.stderr == f"Error: job {job.id[:8]} has already ended (cancelled); there is nothing to cancel\n"
+
+
+def test_cancel_dismisses_a_waiting_job_whose_interaction_the_api_forgot(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
+) -> None:
+    settings = settings_from(runner_env, monkeypatch)
+    job = jobs.create(settings, QUESTION, settings.agent)
+    assert pipeline.transition(settings, job.id, [JobStatus.QUEUED], status=JobStatus.NEEDS_ATTENTION,
+                               interaction_id="v1_forgotten", error="the API refused to report on the interaction")
+    result = CliRunner().invoke(cli, ["cancel", job.id], env=runner_env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (f"Job {job.id[:8]} cancelled: cancelled by the user; "
+                             "the API no longer reports on interaction v1_forgotten\n")
+    assert jobs.find(settings, job.id).status == JobStatus.CANCELLED

@@ -26,6 +26,7 @@ from research_runner.models import Job, utcnow
 
 if TYPE_CHECKING:
     from research_runner.gateway import Gateway
+    from research_runner.snapshot import Snapshot
 
 MIN_ID_PREFIX = 4
 WAIT_TICK = 0.5
@@ -157,10 +158,15 @@ def _cancel_waiting(settings: Settings, job: Job, gateway: Gateway) -> Job:
     """A job waiting on the user (needs_attention, requires_action) may hold a live interaction: stop it."""
     assert job.interaction_id is not None
     try:
-        snapshot = gateway.cancel(job.interaction_id)
+        snapshot: Snapshot | None = gateway.cancel(job.interaction_id)
     except PermanentError:
-        snapshot = gateway.get(job.interaction_id)  # the API refuses to cancel what has ended: see how
-    if snapshot.status in REMOTE_TERMINAL and snapshot.status != JobStatus.REQUIRES_ACTION:
+        snapshot = _ended_as(gateway, job.interaction_id)  # the API refuses to cancel what has ended: see how
+    if snapshot is None:  # the API no longer knows the interaction either: nothing is left to stop
+        pipeline.transition(
+            settings, job.id, [job.status], status=JobStatus.CANCELLED, finished_at=utcnow(),
+            error=f"cancelled by the user; the API no longer reports on interaction {job.interaction_id}",
+        )
+    elif snapshot.status in REMOTE_TERMINAL and snapshot.status != JobStatus.REQUIRES_ACTION:
         pipeline.finish(settings, job, snapshot, from_statuses=[job.status])
     else:  # still waiting, or a status we do not know: the user has decided, so it ends here
         pipeline.transition(
@@ -169,6 +175,13 @@ def _cancel_waiting(settings: Settings, job: Job, gateway: Gateway) -> Job:
             + (f"; before that: {job.error}" if job.error else ""),
         )
     return _reload(settings, job.id)
+
+
+def _ended_as(gateway: Gateway, interaction_id: str) -> Snapshot | None:
+    try:
+        return gateway.get(interaction_id)
+    except PermanentError:
+        return None
 
 
 def abandon(settings: Settings, job_id: str, reason: str) -> None:

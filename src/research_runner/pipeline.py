@@ -202,9 +202,20 @@ def poll_many(
     """
     found = load_many(settings, job_ids)
     pending: list[dict[str, Any]] = []  # jobs still running: rescheduled together in one round trip
-    results = mapper(lambda job: poll_job(settings, gateway, job, pending), found)
-    polled = dict(zip([job.id for job in found], results, strict=True))
+    failures: list[Exception] = []
+
+    def one(job: Job) -> Polled | None:
+        try:
+            return poll_job(settings, gateway, job, pending)
+        except Exception as exc:  # one job's failure must not cost the others their reschedule
+            log.exception("job %s: poll failed", job.short_id)
+            failures.append(exc)
+            return None
+
+    polled = dict(zip([job.id for job in found], mapper(one, found), strict=True))
     _reschedule_all(settings, pending)
+    if failures:
+        raise failures[0]  # the failed jobs keep their lease and are polled again once it lapses
     return {job_id: polled.get(job_id) for job_id in job_ids}
 
 
@@ -269,7 +280,8 @@ def record(settings: Settings, job: Job, snapshot: Snapshot, pending: list[dict[
         if pending is None:
             transition(settings, job.id, [JobStatus.RUNNING], **values)
         else:
-            pending.append({f"new_{key}": value for key, value in values.items()} | {"job_id": job.id})
+            pending.append({f"new_{key}": value for key, value in values.items()}
+                           | {"job_id": job.id, "polls_before": job.poll_count})
     else:
         _needs_attention(
             settings, job.id, JobStatus.RUNNING,
@@ -342,7 +354,10 @@ def _next_poll(job: Job, delay: float, *, snapshot: Snapshot | None = None, erro
 _RESCHEDULED = ("poll_count", "next_poll_at", "lease_until", "error", "updated_at", "remote_status", "last_thought")
 _RESCHEDULE_MANY = (
     update(Job)
-    .where(col(Job.id) == bindparam("job_id"), col(Job.status) == JobStatus.RUNNING)
+    # poll_count as it was loaded: a poll of the same job that finished in the meantime (a batch can outlast
+    # its lease, and the job be handed out again) has moved it on, and its newer schedule stands.
+    .where(col(Job.id) == bindparam("job_id"), col(Job.status) == JobStatus.RUNNING,
+           col(Job.poll_count) == bindparam("polls_before"))
     .values({name: bindparam(f"new_{name}") for name in _RESCHEDULED})
 )
 

@@ -52,10 +52,9 @@ class _PerProcess:
 
     def _ensure(self) -> tuple[int, Gateway, ThreadPoolExecutor]:
         if self._made is None or self._made[0] != os.getpid():
-            # One thread per job of a message, so its API calls overlap instead of queueing; enough for every
-            # message at once under the threads pool. Threads start on demand: prefork makes at most one batch.
-            threads = ThreadPoolExecutor(max_workers=JOBS_PER_MESSAGE * self.settings.worker_concurrency,
-                                         thread_name_prefix="research-step")
+            # One thread per job of a message, so its API calls overlap instead of queueing. Per process, so a
+            # process never needs more database connections than its engine's pool keeps (5 + 10 overflow).
+            threads = ThreadPoolExecutor(max_workers=JOBS_PER_MESSAGE, thread_name_prefix="research-step")
             self._made = (os.getpid(), Gateway(self.settings), threads)
         return self._made
 
@@ -127,10 +126,13 @@ def _as_list(job_ids: list[str] | str) -> list[str]:
 
 def _each(threads: ThreadPoolExecutor, job_ids: list[str], step: Callable[[str], object]) -> None:
     """Run `step` for every job on the process's threads; the first failure is raised once all have run."""
-    futures = [threads.submit(step, job_id) for job_id in job_ids]
+    futures = {threads.submit(step, job_id): job_id for job_id in job_ids}
     wait(futures)
-    for future in futures:
-        future.result()
+    failed = [(job_id, exc) for future, job_id in futures.items() if (exc := future.exception()) is not None]
+    for job_id, exc in failed:
+        log.error("job %s: step failed: %r", job_id[:8], exc)
+    if failed:
+        raise failed[0][1]
 
 
 def _send_in_batches(app: Celery, settings: Settings, name: str, due: list[tuple[str, str]]) -> None:

@@ -229,8 +229,7 @@ class EmulatorApp:
                     return
                 yield events[position][1]
                 position, sent, last_write = position + 1, sent + 1, now
-            end, _ = it.end()
-            finished = end is not None and t >= end and position >= len(events)
+            finished = it.is_terminal_at(t) and position >= len(events)
             if finished or it.deleted:
                 yield DONE
                 return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .lifecycle import Interaction, dumps, iso
+from .lifecycle import UNKNOWN_STATUS, Interaction, dumps, iso
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -74,6 +74,9 @@ def build_events(it: Interaction) -> list[tuple[float, bytes]]:
         if index == 0 or (end is not None and timed.due > end):
             continue
         timeline += [(timed.due, event) for event in _step_events(index, timed.step)]
+    if it.outcome == "unknown_status" and end is not None and it.duration < end:  # paused, then cancelled
+        timeline.append((it.duration, {"event_type": "interaction.status_update", "interaction_id": it.id,
+                                       "status": UNKNOWN_STATUS}))
     if end is not None and final is not None:
         # Cancelled while queued: drop the in_progress update that would have come later.
         timeline = [(due, event) for due, event in timeline if due <= end]
@@ -90,5 +93,7 @@ def _final_events(it: Interaction, end: float, final: str) -> list[dict[str, Any
     if final == "failed":
         # A failed run ends with an `error` event rather than `interaction.completed`.
         return [update, {"event_type": "error", "error": body["errors"][0]}]
+    if final == UNKNOWN_STATUS:  # not an end: the stream stays open, as it would for a status we cannot know
+        return [update]
     return [update, {"event_type": "interaction.completed", "interaction": body}]
 

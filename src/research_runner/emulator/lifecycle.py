@@ -190,6 +190,8 @@ class Interaction:
         end, _ = self.end()
         if status in TERMINAL_STATUSES and end is not None:
             return end
+        if t < self.queued_for:  # nothing but the input yet: no need to write the report to know that
+            return 0.0
         due = [s.due for s in self.steps() if s.due <= t]
         return max([*due, self.queued_for if t >= self.queued_for else 0.0])
 
