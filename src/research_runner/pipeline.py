@@ -190,30 +190,43 @@ def poll(settings: Settings, gateway: Gateway, job_id: str) -> Polled | None:
     return None if job is None else poll_job(settings, gateway, job)
 
 
-Mapper = Callable[[Callable[[Job], "Polled | None"], Iterable[Job]], Iterator["Polled | None"]]
+# Runs a step over several jobs, e.g. a thread pool's map, so their API calls overlap.
+Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
+
+
+def _each(mapper: Mapper, items: list[Any], step: Callable[[Any], Any], job_id_of: Callable[[Any], str]
+          ) -> tuple[list[Any], list[Exception]]:
+    """Run `step` on every item; a failure is logged, returned (its result is None) and costs the others nothing."""
+    failures: list[Exception] = []
+
+    def one(item: Any) -> Any:
+        try:
+            return step(item)
+        except Exception as exc:
+            log.exception("job %s: step failed", job_id_of(item)[:8])
+            failures.append(exc)
+            return None
+
+    return list(mapper(one, items)), failures
+
+
+def start_many(settings: Settings, gateway: Gateway, job_ids: list[str], mapper: Mapper = map) -> None:
+    """Create the interactions of several queued jobs; a failure is raised once every job has had its turn."""
+    _, failures = _each(mapper, job_ids, lambda job_id: start(settings, gateway, job_id), str)
+    if failures:
+        raise failures[0]  # the failed jobs keep their lease and are handed out again once it lapses
 
 
 def poll_many(
     settings: Settings, gateway: Gateway, job_ids: list[str], mapper: Mapper = map
 ) -> dict[str, Polled | None]:
-    """Poll several jobs: one query loads them, then each is asked and recorded on its own.
-
-    `mapper` runs the polls (e.g. a thread pool's map, so the API calls overlap); None for a job not polled.
-    """
+    """Poll several jobs: one query loads them, then each is asked and recorded on its own (None: not polled)."""
     found = load_many(settings, job_ids)
     pending: list[dict[str, Any]] = []  # jobs still running: rescheduled together in one round trip
-    failures: list[Exception] = []
-
-    def one(job: Job) -> Polled | None:
-        try:
-            return poll_job(settings, gateway, job, pending)
-        except Exception as exc:  # one job's failure must not cost the others their reschedule
-            log.exception("job %s: poll failed", job.short_id)
-            failures.append(exc)
-            return None
-
-    polled = dict(zip([job.id for job in found], mapper(one, found), strict=True))
-    _reschedule_all(settings, pending)
+    results, failures = _each(mapper, found, lambda job: poll_job(settings, gateway, job, pending),
+                              lambda job: str(job.id))
+    polled = dict(zip([job.id for job in found], results, strict=True))
+    _reschedule_all(settings, pending)  # the others' schedules are written even when one job failed
     if failures:
         raise failures[0]  # the failed jobs keep their lease and are polled again once it lapses
     return {job_id: polled.get(job_id) for job_id in job_ids}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -97,7 +97,7 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=TASK_SUBMIT, shared=False)  # type: ignore[untyped-decorator]
     def submit(job_ids: list[str] | str) -> list[dict[str, Any]]:
         ids = _as_list(job_ids)
-        _each(state.threads(), ids, lambda job_id: pipeline.start(settings, state.gateway(), job_id))
+        pipeline.start_many(settings, state.gateway(), ids, state.threads().map)
         found = {job.id: job for job in pipeline.load_many(settings, ids)}
         return [_describe(job_id, found.get(job_id), after_submit=True) for job_id in ids]
 
@@ -122,17 +122,6 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
 
 def _as_list(job_ids: list[str] | str) -> list[str]:
     return [job_ids] if isinstance(job_ids, str) else job_ids  # messages from before steps were batched
-
-
-def _each(threads: ThreadPoolExecutor, job_ids: list[str], step: Callable[[str], object]) -> None:
-    """Run `step` for every job on the process's threads; the first failure is raised once all have run."""
-    futures = {threads.submit(step, job_id): job_id for job_id in job_ids}
-    wait(futures)
-    failed = [(job_id, exc) for future, job_id in futures.items() if (exc := future.exception()) is not None]
-    for job_id, exc in failed:
-        log.error("job %s: step failed: %r", job_id[:8], exc)
-    if failed:
-        raise failed[0][1]
 
 
 def _send_in_batches(app: Celery, settings: Settings, name: str, due: list[tuple[str, str]]) -> None:
