@@ -1,6 +1,6 @@
 """GET throughput of the Interactions API emulator (target: at least 500 GET/s on a 2-core machine).
 
-Starts `python -m research_runner.emulator` as a separate process, creates a few thousand interactions,
+Starts `python -m research_emulator` as a separate process, creates a few thousand interactions,
 then hammers it from a thread pool for a few seconds per phase:
 
   baseline        GET /_emulator/health (trivial static JSON, same server and middleware-free path)
@@ -53,7 +53,7 @@ class Result:
 
 
 def start_emulator() -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "research_runner.emulator", "--port", "0", "--seed", "1",
+    command = [sys.executable, "-m", "research_emulator", "--port", "0", "--seed", "1",
                "--duration", "0:0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert process.stdout is not None

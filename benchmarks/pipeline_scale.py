@@ -201,7 +201,7 @@ def stop(process: subprocess.Popen[bytes], grace: float) -> None:
 
 
 def start_emulator(seed: int, latency: float, log_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "research_runner.emulator", "--port", "0", "--seed", str(seed),
+    command = [sys.executable, "-m", "research_emulator", "--port", "0", "--seed", str(seed),
                "--retention", "3600", *extra]
     if latency:  # every API call is held this long before it is served, as a real API over the internet would
         command += ["--fault", "create:slow=1", "--fault", "get:slow=1", "--slow-delay", str(latency)]

@@ -169,9 +169,9 @@ class EmulatorHandle:
 
 
 def launch_emulator(*args: str) -> EmulatorHandle:
-    """Start `python -m research_runner.emulator` with DEFAULT_EMULATOR_ARGS + args; wait for its URL."""
+    """Start `python -m research_emulator` with DEFAULT_EMULATOR_ARGS + args; wait for its URL."""
     stderr = tempfile.NamedTemporaryFile(prefix="emulator-", suffix=".log", delete=False)  # noqa: SIM115
-    command = [sys.executable, "-m", "research_runner.emulator", *DEFAULT_EMULATOR_ARGS, *args]
+    command = [sys.executable, "-m", "research_emulator", *DEFAULT_EMULATOR_ARGS, *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
     stderr.close()
     handle = EmulatorHandle(url="", process=process, stderr_path=stderr.name)

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from research_runner.emulator.cli import emulator_command
+from research_emulator.cli import emulator_command
 
-COMMAND = [sys.executable, "-m", "research_runner.emulator"]
+COMMAND = [sys.executable, "-m", "research_emulator"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from typing import Any, cast
 import pytest
 from google.genai import _interactions as gi
 
-from research_runner.emulator.directives import Directive, DirectiveError, parse_directive
+from research_emulator.directives import Directive, DirectiveError, parse_directive
 
 from emulator_support import AGENT, EmulatorHandle
 

@@ -8,7 +8,7 @@ from typing import Final
 import pytest
 from google import genai
 
-from research_runner.emulator import EmulatorSettings, SettingsError, create_app, run_in_thread
+from research_emulator import EmulatorSettings, SettingsError, create_app, run_in_thread
 
 AGENT: Final = "deep-research-preview-04-2026"
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from research_runner import batches, db, display, jobs
 from research_runner.config import Settings, load_settings
 from research_runner.constants import AGENTS, JobStatus
-from research_runner.emulator.cli import emulator_command
+from research_emulator.cli import emulator_command
 from research_runner.exceptions import InvalidInput, ResearchError
 from research_runner.models import Job
 
@@ -191,7 +191,7 @@ def submit(
 
 @contextmanager
 def _run_settings(settings: Settings, emulator: bool | None) -> Iterator[Settings]:
-    from research_runner.emulator import EmulatorSettings, run_in_thread
+    from research_emulator import EmulatorSettings, run_in_thread
 
     use_emulator = emulator if emulator is not None else settings.api_key is None
     if not use_emulator:

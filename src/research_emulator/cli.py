@@ -1,4 +1,4 @@
-"""`research emulator` / `python -m research_runner.emulator`: run the emulator in the foreground."""
+"""`research emulator` / `python -m research_emulator`: run the emulator in the foreground."""
 
 from __future__ import annotations
 
