@@ -62,8 +62,12 @@ POLL_TASK = re.compile(r"Task research\.poll\[[^\]]+\] succeeded in ([\d.]+)s")
 
 
 def put_faults(url: str, faults: dict[str, dict[str, float]]) -> None:
-    request = urllib.request.Request(url + "/_emulator/faults", data=json.dumps(faults).encode(), method="PUT",
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        url + "/_emulator/faults",
+        data=json.dumps(faults).encode(),
+        method="PUT",
+        headers={"content-type": "application/json"},
+    )
     urllib.request.urlopen(request, timeout=10).close()
 
 
@@ -100,16 +104,26 @@ def main() -> None:
     try:
         settings = load_settings(database_url=database_url, broker_url=broker_url, reports_dir=tmp / "reports")
         db.upgrade(settings)
-        env = {"RESEARCH_DATABASE_URL": database_url, "RESEARCH_BROKER_URL": broker_url,
-               "RESEARCH_GEMINI_BASE_URL": url, "GEMINI_API_KEY": API_KEY, "RESEARCH_REPORTS_DIR": str(tmp / "reports")}
-        worker = start_logged([sys.executable, "-m", "research_runner", "worker", "--loglevel", "INFO"], env,
-                              tmp / "worker.log")
+        env = {
+            "RESEARCH_DATABASE_URL": database_url,
+            "RESEARCH_BROKER_URL": broker_url,
+            "RESEARCH_GEMINI_BASE_URL": url,
+            "GEMINI_API_KEY": API_KEY,
+            "RESEARCH_REPORTS_DIR": str(tmp / "reports"),
+        }
+        worker = start_logged(
+            [sys.executable, "-m", "research_runner", "worker", "--loglevel", "INFO"], env, tmp / "worker.log"
+        )
         wait_for_log(tmp / "worker.log", "ready.", 60, worker)
         put_faults(url, FAULTS)
         unleased = settings.model_copy(update={"lease_seconds": 1e-6})  # the dispatcher takes them at once
         rng = random.Random(5)
-        ids = [jobs.create(unleased, f"Outage question {i} [[emulator duration={rng.uniform(low, high):.1f}]]",
-                           DEFAULT_AGENT).id for i in range(args.jobs)]
+        ids = [
+            jobs.create(
+                unleased, f"Outage question {i} [[emulator duration={rng.uniform(low, high):.1f}]]", DEFAULT_AGENT
+            ).id
+            for i in range(args.jobs)
+        ]
         wait(lambda: all(j.status == JobStatus.RUNNING for j in job_rows(settings)), 120, "every job running")
         print(f"{args.jobs} jobs running; emulator frozen for {args.outage:.0f} s", flush=True)
         emulator.send_signal(signal.SIGSTOP)
@@ -133,8 +147,15 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def report(args: argparse.Namespace, settings: Settings, ids: list[str], url: str, tmp: Path, thawed: datetime,
-           worker_alive: bool) -> None:
+def report(
+    args: argparse.Namespace,
+    settings: Settings,
+    ids: list[str],
+    url: str,
+    tmp: Path,
+    thawed: datetime,
+    worker_alive: bool,
+) -> None:
     rows = job_rows(settings)
     log = (tmp / "worker.log").read_text(errors="replace")
     stats = admin(url, "/_emulator/stats")
@@ -158,19 +179,25 @@ def report(args: argparse.Namespace, settings: Settings, ids: list[str], url: st
         "poll attempts without an answer": str(log.count("polled: no answer")),
         "longest poll task s (lease 60 s)": f"{max(poll_tasks, default=0):.1f}",
         "first answered poll after the outage s": f"p50 {percentile(resumed, 0.5):.1f} / max {max(resumed):.1f} "
-                                                  f"({len(resumed)} jobs)",
+        f"({len(resumed)} jobs)",
     }
-    print(f"\nAPI outage: {len(ids)} jobs, durations {args.durations} s, emulator frozen {args.outage:.0f} s, "
-          f"20% of answers refused (429/503) outside it; production poll policy and leases")
+    print(
+        f"\nAPI outage: {len(ids)} jobs, durations {args.durations} s, emulator frozen {args.outage:.0f} s, "
+        f"20% of answers refused (429/503) outside it; production poll policy and leases"
+    )
     for key, value in outcome.items():
         print(f"{key:42}{value}")
-    broken = [what for what, held in (
-        ("a job did not complete", all(j.status == JobStatus.COMPLETED for j in rows)),
-        ("an interaction was created twice", max(stats["creates_by_input"].values()) == 1),
-        ("reports and rows differ", len(files) == len(rows) == sum(1 for j in rows if j.report_path)),
-        ("a report was left half-written", not list((tmp / "reports").glob(".tmp-*"))),
-        ("the worker died", worker_alive),
-    ) if not held]
+    broken = [
+        what
+        for what, held in (
+            ("a job did not complete", all(j.status == JobStatus.COMPLETED for j in rows)),
+            ("an interaction was created twice", max(stats["creates_by_input"].values()) == 1),
+            ("reports and rows differ", len(files) == len(rows) == sum(1 for j in rows if j.report_path)),
+            ("a report was left half-written", not list((tmp / "reports").glob(".tmp-*"))),
+            ("the worker died", worker_alive),
+        )
+        if not held
+    ]
     if broken:
         raise SystemExit("FAILED: " + "; ".join(broken))
 

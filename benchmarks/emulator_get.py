@@ -53,8 +53,7 @@ class Result:
 
 
 def start_emulator() -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "research_emulator", "--port", "0", "--seed", "1",
-               "--duration", "0:0"]
+    command = [sys.executable, "-m", "research_emulator", "--port", "0", "--seed", "1", "--duration", "0:0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert process.stdout is not None
     deadline = time.monotonic() + 30
@@ -95,8 +94,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def hammer(name: str, make_call: Callable[[], Callable[[], None]], seconds: float, threads: int,
-           server_pid: int) -> Result:
+def hammer(
+    name: str, make_call: Callable[[], Callable[[], None]], seconds: float, threads: int, server_pid: int
+) -> Result:
     """Run the call from `threads` threads for `seconds`; each thread builds (and warms) its own client."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors = [0] * threads
@@ -145,8 +145,7 @@ def httpx_get(url: str, paths: list[str]) -> Callable[[], Callable[[], None]]:
 
 def sdk_raw_get(url: str, ids: list[str]) -> Callable[[], Callable[[], None]]:
     def make() -> Callable[[], None]:
-        client = genai.Client(api_key="bench-key",
-                              http_options={"base_url": url, "retry_options": {"attempts": 1}})
+        client = genai.Client(api_key="bench-key", http_options={"base_url": url, "retry_options": {"attempts": 1}})
         rng = random.Random()
 
         def call() -> None:
@@ -187,19 +186,27 @@ def main() -> None:
         process.terminate()
         process.wait(timeout=10)
 
-    print(f"emulator GET throughput: {args.interactions} interactions ({args.running} running) created in "
-          f"{created_in:.1f} s; first-touch GETs (report generation) {warm_rate:.0f}/s sequential; "
-          f"{args.threads} client threads; {os.cpu_count()} CPUs")
-    print(f"{'phase':<30} {'requests':>9} {'seconds':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>7} {'server CPU':>10}")
+    print(
+        f"emulator GET throughput: {args.interactions} interactions ({args.running} running) created in "
+        f"{created_in:.1f} s; first-touch GETs (report generation) {warm_rate:.0f}/s sequential; "
+        f"{args.threads} client threads; {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'phase':<30} {'requests':>9} {'seconds':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>7} {'server CPU':>10}"
+    )
     for r in results:
-        print(f"{r.name:<30} {r.requests:>9} {r.seconds:>8.1f} {r.rate:>8.0f} "
-              f"{r.percentile(0.5):>8.2f} {r.percentile(0.99):>8.2f} {r.errors:>7} {r.server_cpu:>9.0%}")
+        print(
+            f"{r.name:<30} {r.requests:>9} {r.seconds:>8.1f} {r.rate:>8.0f} "
+            f"{r.percentile(0.5):>8.2f} {r.percentile(0.99):>8.2f} {r.errors:>7} {r.server_cpu:>9.0%}"
+        )
     gets = [r for r in results if r.name.startswith("GET")]
     worst = min(r.rate for r in gets)
     verdict = "PASS" if worst >= TARGET and not any(r.errors for r in results) else "FAIL"
-    print(f"target >= {TARGET:.0f} GET/s: {verdict} (slowest GET phase {worst:.0f} req/s; "
-          f"median latency overall {statistics.median(x for r in gets for x in r.latencies) * 1000:.2f} ms)")
+    print(
+        f"target >= {TARGET:.0f} GET/s: {verdict} (slowest GET phase {worst:.0f} req/s; "
+        f"median latency overall {statistics.median(x for r in gets for x in r.latencies) * 1000:.2f} ms)"
+    )
 
 
 if __name__ == "__main__":

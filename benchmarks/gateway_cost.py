@@ -75,9 +75,17 @@ def main() -> None:
 
 
 def measure_all(url: str, calls: int) -> dict[str, dict[str, float]]:
-    return {mode: json.loads(subprocess.run(
-        [sys.executable, __file__, "--calls", str(calls), "--child", url, mode],
-        check=True, capture_output=True, text=True).stdout) for mode in MODES}
+    return {
+        mode: json.loads(
+            subprocess.run(
+                [sys.executable, __file__, "--calls", str(calls), "--child", url, mode],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        for mode in MODES
+    }
 
 
 def print_results(results: dict[str, dict[str, float]], calls: int) -> None:

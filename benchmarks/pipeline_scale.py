@@ -65,8 +65,9 @@ BASELINE_DONE = re.compile(r"baseline job \w+ done after (\d+) gets")
 # ---------------------------------------------------------------- baseline: the notebook loop as a Celery task
 def baseline_app(settings: Settings, interval: float) -> Celery:
     app = Celery("baseline", broker=settings.broker_url, set_as_current=False)
-    app.conf.update(task_default_queue=BASELINE_QUEUE, task_ignore_result=True, task_acks_late=True,
-                    worker_prefetch_multiplier=1)
+    app.conf.update(
+        task_default_queue=BASELINE_QUEUE, task_ignore_result=True, task_acks_late=True, worker_prefetch_multiplier=1
+    )
     log = get_task_logger("baseline")
     gateways: dict[int, Gateway] = {}
 
@@ -99,8 +100,18 @@ def baseline_app(settings: Settings, interval: float) -> Celery:
 def run_baseline_worker(args: argparse.Namespace) -> None:
     settings = load_settings()
     app = baseline_app(settings, args.interval)
-    app.worker_main(["worker", f"--concurrency={args.concurrency}", f"--pool={args.pool}", "--loglevel=INFO",
-                     "-Q", BASELINE_QUEUE, "--without-gossip", "--without-mingle"])
+    app.worker_main(
+        [
+            "worker",
+            f"--concurrency={args.concurrency}",
+            f"--pool={args.pool}",
+            "--loglevel=INFO",
+            "-Q",
+            BASELINE_QUEUE,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
 
 
 # ---------------------------------------------------------------- processes and resources
@@ -186,8 +197,13 @@ def machine_busy() -> tuple[float, float]:
 
 def start_logged(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
-        return subprocess.Popen(command, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen[bytes], grace: float) -> None:
@@ -201,8 +217,18 @@ def stop(process: subprocess.Popen[bytes], grace: float) -> None:
 
 
 def start_emulator(seed: int, latency: float, log_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "research_emulator", "--port", "0", "--seed", str(seed),
-               "--retention", "3600", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "research_emulator",
+        "--port",
+        "0",
+        "--seed",
+        str(seed),
+        "--retention",
+        "3600",
+        *extra,
+    ]
     if latency:  # every API call is held this long before it is served, as a real API over the internet would
         command += ["--fault", "create:slow=1", "--fault", "get:slow=1", "--slow-delay", str(latency)]
     with log_path.open("wb") as log:
@@ -273,10 +299,29 @@ def insert_jobs(settings: Settings, durations: list[float], how: str) -> dict[st
 
 def worker_command(name: str, args: argparse.Namespace) -> list[str]:
     if name == "design":
-        return [sys.executable, "-m", "research_runner", "worker", "--loglevel", "INFO",
-                "--concurrency", str(args.concurrency), "--pool", args.pool]
-    return [sys.executable, __file__, "baseline-worker", "--concurrency", str(args.concurrency),
-            "--pool", args.pool, "--interval", str(args.baseline_interval)]
+        return [
+            sys.executable,
+            "-m",
+            "research_runner",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(args.concurrency),
+            "--pool",
+            args.pool,
+        ]
+    return [
+        sys.executable,
+        __file__,
+        "baseline-worker",
+        "--concurrency",
+        str(args.concurrency),
+        "--pool",
+        args.pool,
+        "--interval",
+        str(args.baseline_interval),
+    ]
 
 
 def actual_ends(emulator_url: str, rows: list[Job]) -> dict[str, float]:
@@ -290,8 +335,16 @@ def actual_ends(emulator_url: str, rows: list[Job]) -> dict[str, float]:
     return ends
 
 
-def run_phase(name: str, args: argparse.Namespace, env: dict[str, str], settings: Settings, emulator_url: str,
-              emulator_pid: int, durations: list[float], logs: Path) -> Phase:
+def run_phase(
+    name: str,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    settings: Settings,
+    emulator_url: str,
+    emulator_pid: int,
+    durations: list[float],
+    logs: Path,
+) -> Phase:
     log_path = logs / f"{name}-worker.log"
     worker = start_logged(worker_command(name, args), env, log_path)
     database = settings.database_url.rsplit("/", 1)[1]
@@ -318,8 +371,21 @@ def run_phase(name: str, args: argparse.Namespace, env: dict[str, str], settings
     with db.session(settings) as session:
         rows = list(session.exec(select(Job)))
     busy = (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
-    return Phase(name, rows, by_id, actual_ends(emulator_url, rows), elapsed, complete, gets, sampler.cpu_seconds,
-                 sampler.peak_rss, emulator.cpu_seconds, pg.cpu_seconds, busy, log_path.read_text(errors="replace"))
+    return Phase(
+        name,
+        rows,
+        by_id,
+        actual_ends(emulator_url, rows),
+        elapsed,
+        complete,
+        gets,
+        sampler.cpu_seconds,
+        sampler.peak_rss,
+        emulator.cpu_seconds,
+        pg.cpu_seconds,
+        busy,
+        log_path.read_text(errors="replace"),
+    )
 
 
 def wait_until_done(settings: Settings, started: float, cap: float, worker: subprocess.Popen[bytes]) -> bool:
@@ -329,8 +395,9 @@ def wait_until_done(settings: Settings, started: float, cap: float, worker: subp
             raise SystemExit(f"the worker exited with code {worker.returncode} mid-run; see its log")
         try:
             with db.session(settings) as session:
-                active = session.execute(select(func.count()).select_from(Job).where(
-                    col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))).scalar_one()
+                active = session.execute(
+                    select(func.count()).select_from(Job).where(col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))
+                ).scalar_one()
         except ServiceUnavailable:  # the shared server restarted (someone's chaos test): the worker copes too
             time.sleep(1)
             continue
@@ -357,8 +424,16 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
         span_note = ""
         gets_per_job = phase.gets / n
     else:  # each slot runs its jobs one after another: project from durations + the measured slot overhead
-        overhead = statistics.fmean(r.finished_at.timestamp() - r.submitted_at.timestamp()  # type: ignore[union-attr]
-                                    - phase.durations[r.id] for r in done) if done else float("nan")
+        overhead = (
+            statistics.fmean(
+                r.finished_at.timestamp()
+                - r.submitted_at.timestamp()  # type: ignore[union-attr]
+                - phase.durations[r.id]
+                for r in done
+            )
+            if done
+            else float("nan")
+        )
         makespan = (sum(phase.durations.values()) + n * overhead) / args.concurrency
         span_note = f" (projected: (sum of durations + {n} x {overhead:.1f} s) / {args.concurrency} slots)"
         gets = [int(m.group(1)) for m in BASELINE_DONE.finditer(phase.log)]
@@ -374,10 +449,14 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
         "create delay p50/max s": f"{percentile(submit_delay, 0.5):.1f} / {max(submit_delay, default=0):.1f}",
         "API GETs per job": f"{gets_per_job:.1f}",
         "completion->stored p50/p95/max s": "/".join(f"{percentile(latency, q):.1f}" for q in (0.5, 0.95, 1.0)),
-        "poll lateness p50/p99 s": (f"{percentile(lateness, 0.5):.2f} / {percentile(lateness, 0.99):.2f}"
-                                    if lateness else "n/a (no schedule)"),
-        "poll task time p50/p99 ms": (f"{percentile(task_times, 0.5) * 1000:.0f} / "
-                                      f"{percentile(task_times, 0.99) * 1000:.0f}" if task_times else "n/a"),
+        "poll lateness p50/p99 s": (
+            f"{percentile(lateness, 0.5):.2f} / {percentile(lateness, 0.99):.2f}" if lateness else "n/a (no schedule)"
+        ),
+        "poll task time p50/p99 ms": (
+            f"{percentile(task_times, 0.5) * 1000:.0f} / {percentile(task_times, 0.99) * 1000:.0f}"
+            if task_times
+            else "n/a"
+        ),
         "worker CPU s (per job)": f"{phase.cpu:.0f} ({phase.cpu / max(1, len(done)):.2f})",
         "worker peak RSS MB (tree)": f"{phase.peak_rss / 2**20:.0f}",
         "emulator / PostgreSQL CPU s": f"{phase.emulator_cpu:.0f} / {phase.postgres_cpu:.0f}",
@@ -386,11 +465,13 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
 
 
 def print_table(args: argparse.Namespace, results: list[dict[str, str]], names: list[str]) -> None:
-    print(f"\npipeline at scale: {args.jobs} jobs, durations {args.durations} s (seed {args.seed}), "
-          f"pool {args.pool} x{args.concurrency}, poll {args.poll_initial}x{args.poll_multiplier}->"
-          f"{args.poll_max} s ±{args.poll_jitter}, dispatch every {args.dispatch_interval} s, "
-          f"API latency {args.api_latency} s, jobs stored {args.submit}; "
-          f"baseline sleeps {args.baseline_interval} s, capped at {args.baseline_seconds} s; {os.cpu_count()} CPUs")
+    print(
+        f"\npipeline at scale: {args.jobs} jobs, durations {args.durations} s (seed {args.seed}), "
+        f"pool {args.pool} x{args.concurrency}, poll {args.poll_initial}x{args.poll_multiplier}->"
+        f"{args.poll_max} s ±{args.poll_jitter}, dispatch every {args.dispatch_interval} s, "
+        f"API latency {args.api_latency} s, jobs stored {args.submit}; "
+        f"baseline sleeps {args.baseline_interval} s, capped at {args.baseline_seconds} s; {os.cpu_count()} CPUs"
+    )
     widths = [34] + [max(14, *(len(r[k]) for k in r)) + 2 for r in results]
     print("".join(h.ljust(w) for h, w in zip(["metric", *names], widths, strict=True)))
     for key in results[0]:
@@ -398,13 +479,19 @@ def print_table(args: argparse.Namespace, results: list[dict[str, str]], names: 
 
 
 # ---------------------------------------------------------------- setup and main
-def worker_env(args: argparse.Namespace, database_url: str, broker_url: str, emulator_url: str,
-               reports: Path) -> dict[str, str]:
+def worker_env(
+    args: argparse.Namespace, database_url: str, broker_url: str, emulator_url: str, reports: Path
+) -> dict[str, str]:
     return {
-        "RESEARCH_DATABASE_URL": database_url, "RESEARCH_BROKER_URL": broker_url,
-        "RESEARCH_GEMINI_BASE_URL": emulator_url, "GEMINI_API_KEY": API_KEY, "RESEARCH_REPORTS_DIR": str(reports),
-        "RESEARCH_POLL_INITIAL": str(args.poll_initial), "RESEARCH_POLL_MULTIPLIER": str(args.poll_multiplier),
-        "RESEARCH_POLL_MAX": str(args.poll_max), "RESEARCH_POLL_JITTER": str(args.poll_jitter),
+        "RESEARCH_DATABASE_URL": database_url,
+        "RESEARCH_BROKER_URL": broker_url,
+        "RESEARCH_GEMINI_BASE_URL": emulator_url,
+        "GEMINI_API_KEY": API_KEY,
+        "RESEARCH_REPORTS_DIR": str(reports),
+        "RESEARCH_POLL_INITIAL": str(args.poll_initial),
+        "RESEARCH_POLL_MULTIPLIER": str(args.poll_multiplier),
+        "RESEARCH_POLL_MAX": str(args.poll_max),
+        "RESEARCH_POLL_JITTER": str(args.poll_jitter),
         "RESEARCH_DISPATCH_INTERVAL": str(args.dispatch_interval),
     }
 
@@ -485,8 +572,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll-jitter", type=float, default=0.1)
     parser.add_argument("--dispatch-interval", type=float, default=1.0)
     parser.add_argument("--api-latency", type=float, default=0.0, help="seconds the emulator holds every call")
-    parser.add_argument("--submit", choices=["each", "batch"], default="each",
-                        help="jobs stored one by one (research submit) or in one transaction (research batch)")
+    parser.add_argument(
+        "--submit",
+        choices=["each", "batch"],
+        default="each",
+        help="jobs stored one by one (research submit) or in one transaction (research batch)",
+    )
     parser.add_argument("--baseline-interval", type=float, default=None, help="baseline sleep (default: --poll-max)")
     parser.add_argument("--baseline-seconds", type=float, default=150.0, help="cap on the baseline's run time")
     parser.add_argument("--phases", default="design,baseline", help="which runs, in order: design,baseline")

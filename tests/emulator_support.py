@@ -43,8 +43,9 @@ AGENT: Final = "deep-research-preview-04-2026"
 LISTENING_PREFIX = "Emulator listening on "
 
 
-def poll_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-             message: str = "condition") -> Any:
+def poll_until(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+) -> Any:
     """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -87,8 +88,9 @@ def assert_known(obj: Any) -> None:
     assert unknowns(obj) == []
 
 
-def collect_stream(client: Any, interaction_id: str, stop_after_index: int | None = None,
-                   last_event_id: str | None = None) -> list[Any]:
+def collect_stream(
+    client: Any, interaction_id: str, stop_after_index: int | None = None, last_event_id: str | None = None
+) -> list[Any]:
     """All events of a stream; for never-ending streams stop after the step.stop of `stop_after_index`."""
     events = []
     stream = client.interactions.get(interaction_id, stream=True, last_event_id=last_event_id)
@@ -109,8 +111,9 @@ class EmulatorHandle:
 
     def _admin(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"content-type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
@@ -130,8 +133,9 @@ class EmulatorHandle:
         result: dict[str, Any] = self._admin("GET", f"/_emulator/interactions/{interaction_id}")
         return result
 
-    def client(self, api_key: str = "test-key", attempts: int = 1, timeout_ms: int | None = 30_000,
-               **retry_options: Any) -> genai.Client:
+    def client(
+        self, api_key: str = "test-key", attempts: int = 1, timeout_ms: int | None = 30_000, **retry_options: Any
+    ) -> genai.Client:
         """A real SDK client for this emulator; attempts=1 so tests see raw faults unless they ask.
 
         Extra keyword arguments go to `HttpRetryOptions` (e.g. initial_delay=0.05).

@@ -81,18 +81,30 @@ def test_poll_many_records_each_job_and_skips_what_it_cannot_poll(settings: Sett
 def _queued_messages(settings: Settings) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(settings.broker_url)
     messages = [json.loads(raw) for queue in QUEUES_BY_PRIORITY for raw in reversed(client.lrange(queue, 0, -1))]
-    return [{"task": m["headers"]["task"], "argsrepr": m["headers"]["argsrepr"],
-             "args": json.loads(base64.b64decode(m["body"]))[0]} for m in messages]
+    return [
+        {
+            "task": m["headers"]["task"],
+            "argsrepr": m["headers"]["argsrepr"],
+            "args": json.loads(base64.b64decode(m["body"]))[0],
+        }
+        for m in messages
+    ]
 
 
 def test_the_dispatcher_sends_due_creates_and_polls_in_batches(settings: Settings) -> None:
     gateway = Gateway(settings)
-    running = [_running(settings, gateway, f"Question {n} [[emulator duration=600]]")
-               for n in range(JOBS_PER_MESSAGE + 2)]
+    running = [
+        _running(settings, gateway, f"Question {n} [[emulator duration=600]]") for n in range(JOBS_PER_MESSAGE + 2)
+    ]
     queued = [jobs.create(settings, f"Waiting {n}", AGENT).id for n in range(3)]
     for job_id in running + queued:  # all due now, none handed out
-        assert pipeline.transition(settings, job_id, [JobStatus.RUNNING, JobStatus.QUEUED], lease_until=None,
-                                   next_poll_at=utcnow() - timedelta(seconds=1))
+        assert pipeline.transition(
+            settings,
+            job_id,
+            [JobStatus.RUNNING, JobStatus.QUEUED],
+            lease_until=None,
+            next_poll_at=utcnow() - timedelta(seconds=1),
+        )
 
     result = create_app(settings).tasks["research.dispatch"]()
 
@@ -110,8 +122,9 @@ def test_the_dispatcher_sends_due_creates_and_polls_in_batches(settings: Setting
 def test_a_worker_creates_and_polls_a_batch_to_the_end(
     env: dict[str, str], settings: Settings, start_worker: Any, emulator: Any
 ) -> None:
-    ids = [jobs.create(settings, f"Batch job {n} [[emulator duration=0.5]]", AGENT).id
-           for n in range(JOBS_PER_MESSAGE + 3)]
+    ids = [
+        jobs.create(settings, f"Batch job {n} [[emulator duration=0.5]]", AGENT).id for n in range(JOBS_PER_MESSAGE + 3)
+    ]
     for job_id in ids:  # left for the dispatcher, so they go out in batches
         assert pipeline.transition(settings, job_id, [JobStatus.QUEUED], lease_until=None)
     worker = start_worker(env)
@@ -126,8 +139,9 @@ def test_a_worker_reads_polls_before_creates(
     env: dict[str, str], settings: Settings, start_worker: Any, emulator: Any
 ) -> None:
     gateway = Gateway(settings)
-    running = [_running(settings, gateway, f"Polled first {n} [[emulator duration=600]]")
-               for n in range(JOBS_PER_MESSAGE + 1)]
+    running = [
+        _running(settings, gateway, f"Polled first {n} [[emulator duration=600]]") for n in range(JOBS_PER_MESSAGE + 1)
+    ]
     queued = jobs.create(settings, "Created last [[emulator duration=600]]", AGENT)
     app = create_app(settings)
     enqueue(app, settings, queued.id, queued.question)  # the create is sent first...
@@ -137,8 +151,11 @@ def test_a_worker_reads_polls_before_creates(
 
     worker = start_worker(env, "--concurrency", "1")
     wait_for(lambda: jobs.find(settings, queued.id).status == JobStatus.RUNNING, 30, "the create")
-    received = [line.split("Task ")[1].split("[")[0] for line in worker.log().splitlines()
-                if " received" in line and "research.dispatch" not in line]
+    received = [
+        line.split("Task ")[1].split("[")[0]
+        for line in worker.log().splitlines()
+        if " received" in line and "research.dispatch" not in line
+    ]
     assert received[:3] == ["research.poll", "research.poll", "research.submit"], received
 
 

@@ -30,8 +30,11 @@ def invoke(env: dict[str, str], *args: str) -> Result:
 
 def dump(settings: Settings) -> list[Any]:
     with db.get_engine(settings.database_url).connect() as conn:
-        return [tuple(row) for table in ("jobs", "batches", "schedules")
-                for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1"))]
+        return [
+            tuple(row)
+            for table in ("jobs", "batches", "schedules")
+            for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1"))
+        ]
 
 
 @pytest.fixture
@@ -48,15 +51,27 @@ def settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, postgres_url:
 
 
 BAD_FILES = [
-    ("batch.jsonl", [json.dumps({"question": f"q{i}"}) for i in range(16)] + ['{"question": "broken"'],
-     "Error: batch.jsonl, line 17: invalid JSON (Expecting ',' delimiter)"),
-    ("batch.csv", ["question,agent"] + [f"q{i}," for i in range(15)] + ["q16,deep-thought"],
-     "Error: batch.csv, line 17: unknown agent 'deep-thought'; choose one of: deep-research-preview-04-2026, "
-     "deep-research-max-preview-04-2026, deep-research-pro-preview-12-2025"),
-    ("batch.txt", [f"q{i}" for i in range(16)] + ["x" * 9000],
-     "Error: batch.txt, line 17: the question is longer than 8000 characters"),
-    ("batch.jsonl", ['{"question": "a", "idempotency_key": "k"}'] * 2,
-     "Error: batch.jsonl, line 2: idempotency key repeats line 1"),
+    (
+        "batch.jsonl",
+        [json.dumps({"question": f"q{i}"}) for i in range(16)] + ['{"question": "broken"'],
+        "Error: batch.jsonl, line 17: invalid JSON (Expecting ',' delimiter)",
+    ),
+    (
+        "batch.csv",
+        ["question,agent"] + [f"q{i}," for i in range(15)] + ["q16,deep-thought"],
+        "Error: batch.csv, line 17: unknown agent 'deep-thought'; choose one of: deep-research-preview-04-2026, "
+        "deep-research-max-preview-04-2026, deep-research-pro-preview-12-2025",
+    ),
+    (
+        "batch.txt",
+        [f"q{i}" for i in range(16)] + ["x" * 9000],
+        "Error: batch.txt, line 17: the question is longer than 8000 characters",
+    ),
+    (
+        "batch.jsonl",
+        ['{"question": "a", "idempotency_key": "k"}'] * 2,
+        "Error: batch.jsonl, line 2: idempotency key repeats line 1",
+    ),
     ("batch.txt", ["# only a comment", ""], "Error: batch.txt has no questions"),
     ("batch.txt", [f"q{i}" for i in range(1001)], "Error: batch.txt has 1001 questions; a batch holds at most 1000"),
 ]
@@ -75,8 +90,13 @@ def test_a_bad_batch_file_names_its_line_and_stores_nothing(
 
 
 def links_of(markdown: str) -> list[str]:
-    return [str(child.attrs["href"]) for token in MarkdownIt().parse(markdown) if token.type == "inline"
-            for child in token.children or [] if child.type == "link_open"]
+    return [
+        str(child.attrs["href"])
+        for token in MarkdownIt().parse(markdown)
+        if token.type == "inline"
+        for child in token.children or []
+        if child.type == "link_open"
+    ]
 
 
 def test_thirty_question_batch_ends_with_a_digest_linking_every_report(
@@ -84,9 +104,13 @@ def test_thirty_question_batch_ends_with_a_digest_linking_every_report(
 ) -> None:
     outcomes = ["completed"] * 18 + ["failed"] * 4 + ["incomplete"] * 4 + ["budget_exceeded"] * 4
     path = tmp_path / "thirty.txt"
-    path.write_text("# thirty questions\n\n" + "".join(
-        f"Q{i}: how do ports handle {o} cargo? [[emulator outcome={o} duration={0.3 + i % 5 * 0.2}]]\n"
-        for i, o in enumerate(outcomes)))
+    path.write_text(
+        "# thirty questions\n\n"
+        + "".join(
+            f"Q{i}: how do ports handle {o} cargo? [[emulator outcome={o} duration={0.3 + i % 5 * 0.2}]]\n"
+            for i, o in enumerate(outcomes)
+        )
+    )
     start_worker(env, "--concurrency", "2")
     result = invoke(env, "batch", str(path), "--name", "thirty ports", "--wait", "--json")  # returns at the digest
     assert result.exit_code == 1, result.output  # 1: not every job completed
@@ -125,18 +149,25 @@ def test_two_schedulers_fire_once_per_due_time(env: dict[str, str], settings: Se
     with db.get_engine(settings.database_url).begin() as conn:
         conn.execute(text("UPDATE schedules SET next_run_at = :t"), {"t": start})
     ticks = [start + timedelta(weeks=w, seconds=s) for w in range(3) for s in (0, 1, 2)]
-    script = ("import sys; from datetime import datetime; from research_runner import schedules;"
-              "from research_runner.config import load_settings; s = load_settings();"
-              "[schedules.fire_due(s, datetime.fromisoformat(t)) for t in sys.argv[1:]]")
-    procs = [subprocess.Popen([sys.executable, "-c", script, *[t.isoformat() for t in ticks]], env={**env, **_path()})
-             for _ in range(2)]
+    script = (
+        "import sys; from datetime import datetime; from research_runner import schedules;"
+        "from research_runner.config import load_settings; s = load_settings();"
+        "[schedules.fire_due(s, datetime.fromisoformat(t)) for t in sys.argv[1:]]"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, *[t.isoformat() for t in ticks]], env={**env, **_path()})
+        for _ in range(2)
+    ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     with db.get_engine(settings.database_url).connect() as conn:
         fired = [row[0] for row in conn.execute(text("SELECT due_at FROM batches ORDER BY due_at"))]
         questions = [row[0] for row in conn.execute(text("SELECT question FROM jobs ORDER BY question"))]
     assert fired == [start + timedelta(weeks=w) for w in range(3)]
-    assert questions == ["Markets on 2026-11-30 (2026-W49)", "Markets on 2026-12-07 (2026-W50)",
-                         "Markets on 2026-12-14 (2026-W51)"]
+    assert questions == [
+        "Markets on 2026-11-30 (2026-W49)",
+        "Markets on 2026-12-07 (2026-W50)",
+        "Markets on 2026-12-14 (2026-W51)",
+    ]
 
 
 def _path() -> dict[str, str]:
@@ -174,17 +205,24 @@ def test_pause_resume_remove_and_run_now(env: dict[str, str], settings: Settings
     assert len(dump(settings)) == 3  # one job, one batch, one schedule
     assert invoke(env, "schedule", "remove", "weekly").stdout == "Schedule weekly removed\n"
     assert invoke(env, "schedule", "show", "weekly").stderr == (
-        "Error: no schedule named 'weekly'; `research schedule list` shows them\n")
+        "Error: no schedule named 'weekly'; `research schedule list` shows them\n"
+    )
     assert len(dump(settings)) == 2  # the batch and its job stay
 
 
 BAD_SCHEDULES = [
-    (["--cron", "61 9 * * 1", "--query", "q"],
-     "Error: invalid cron expression '61 9 * * 1'; use five fields, e.g. \"0 9 * * 1\""),
-    (["--cron", "0 9 * * 1", "--query", "q", "--timezone", "Mars/Olympus"],
-     "Error: unknown timezone 'Mars/Olympus'; use an IANA name such as Europe/Paris or UTC"),
-    (["--cron", "0 9 * * 1", "--query", "Sales in {month}"],
-     "Error: unknown placeholder {month} in 'Sales in {month}'; use {date} or {week}"),
+    (
+        ["--cron", "61 9 * * 1", "--query", "q"],
+        "Error: invalid cron expression '61 9 * * 1'; use five fields, e.g. \"0 9 * * 1\"",
+    ),
+    (
+        ["--cron", "0 9 * * 1", "--query", "q", "--timezone", "Mars/Olympus"],
+        "Error: unknown timezone 'Mars/Olympus'; use an IANA name such as Europe/Paris or UTC",
+    ),
+    (
+        ["--cron", "0 9 * * 1", "--query", "Sales in {month}"],
+        "Error: unknown placeholder {month} in 'Sales in {month}'; use {date} or {week}",
+    ),
     (["--cron", "0 9 * * 1"], "Error: give the questions with --query (repeatable) or --file, not both"),
     (["--cron", "0 9 * * 1", "--query", "   "], "Error: the question is empty; pass the research question as text"),
 ]
@@ -205,5 +243,7 @@ def test_a_duplicate_schedule_name_is_refused(env: dict[str, str], settings: Set
     before = dump(settings)
     result = add_schedule(env, "weekly")
     assert (result.exit_code, result.stderr) == (
-        2, "Error: a schedule named 'weekly' already exists; pick another name or remove it first\n")
+        2,
+        "Error: a schedule named 'weekly' already exists; pick another name or remove it first\n",
+    )
     assert dump(settings) == before

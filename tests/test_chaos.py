@@ -25,8 +25,11 @@ from conftest import settings_from, wait_for
 POLL_MAX = 1.0
 OUTAGE_SECONDS = 15.0
 # Leases as short as two poll intervals, so "resumes within two maximum poll intervals" is what is tested.
-CHAOS_POLICY = {"RESEARCH_POLL_MAX": str(POLL_MAX), "RESEARCH_LEASE_SECONDS": str(2 * POLL_MAX),
-                "RESEARCH_REQUEST_TIMEOUT": "3"}
+CHAOS_POLICY = {
+    "RESEARCH_POLL_MAX": str(POLL_MAX),
+    "RESEARCH_LEASE_SECONDS": str(2 * POLL_MAX),
+    "RESEARCH_REQUEST_TIMEOUT": "3",
+}
 
 
 @pytest.fixture
@@ -78,15 +81,23 @@ def test_worker_killed_while_polling_resumes_within_two_poll_intervals(
     settings = settings_from(env, monkeypatch)
     worker = start_worker(env, "--concurrency", "2")
     ids = submit(env, 8, duration=4)
-    wait_for(lambda: all(j.status == JobStatus.RUNNING and j.poll_count >= 2 for j in statuses(settings, ids)),
-             30, "every job to be polled twice")
+    wait_for(
+        lambda: all(j.status == JobStatus.RUNNING and j.poll_count >= 2 for j in statuses(settings, ids)),
+        30,
+        "every job to be polled twice",
+    )
     kill_hard(worker)
     polls_at_kill = {job.id: job.poll_count for job in statuses(settings, ids)}
     restarted = start_worker(env, "--concurrency", "2")
     # Worker start-up is not the runner's doing; from "ready" on, polls must resume within 2 max intervals.
     wait_for(lambda: "ready." in restarted.log(), 30, "the new worker to be ready")
-    wait_for(lambda: all(j.poll_count > polls_at_kill[j.id] or j.status not in ACTIVE_STATUSES
-                         for j in statuses(settings, ids)), 10 + 2 * POLL_MAX, "polls to resume")
+    wait_for(
+        lambda: all(
+            j.poll_count > polls_at_kill[j.id] or j.status not in ACTIVE_STATUSES for j in statuses(settings, ids)
+        ),
+        10 + 2 * POLL_MAX,
+        "polls to resume",
+    )
     assert_stored_once(all_ended(settings, ids, 60), settings, emulator)
 
 
@@ -110,8 +121,24 @@ def test_worker_killed_during_create_never_creates_twice(
     assert sum(stats["requests"]["create"].values()) <= len(ids)
 
 
-REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-               "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"]
+REDIS_START = [
+    "redis-server",
+    "--daemonize",
+    "yes",
+    "--bind",
+    "127.0.0.1",
+    "-::1",
+    "--port",
+    "6379",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--dir",
+    "/var/lib/redis",
+    "--logfile",
+    "/var/log/redis/ci.log",
+]
 
 
 def test_redis_emptied_then_restarted_loses_no_job(
@@ -149,8 +176,12 @@ def test_postgres_restarted_under_the_worker(
     ids = submit(env, 6, duration=4)
     wait_for(lambda: all(j.status == JobStatus.RUNNING for j in statuses(settings, ids)), 30, "jobs running")
     cluster = os.listdir("/etc/postgresql")[0]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     wait_for(lambda: _pg_up(postgres_url), 30, "PostgreSQL back")
     assert_stored_once(all_ended(settings, ids, 60), settings, emulator)
     assert worker.process.poll() is None, worker.log()
@@ -182,8 +213,11 @@ def test_api_unreachable_for_a_while_delays_but_loses_nothing(
         # Longer than three leases and fifteen poll intervals (as two minutes are in production), with every
         # job failing polls again and again and still running.
         return time.monotonic() - stopped_at > OUTAGE_SECONDS and all(
-            job.status == JobStatus.RUNNING and "temporary API problem" in str(job.error)
-            and job.poll_count >= polls_before[job.id] + 2 for job in statuses(settings, ids))
+            job.status == JobStatus.RUNNING
+            and "temporary API problem" in str(job.error)
+            and job.poll_count >= polls_before[job.id] + 2
+            for job in statuses(settings, ids)
+        )
 
     try:
         wait_for(outlasted, OUTAGE_SECONDS + 30, "an outage in which every job keeps failing its polls")

@@ -35,20 +35,32 @@ def finished_job(runner_env: dict[str, str]) -> str:
 
 BAD_INPUTS = [
     (["submit", "   "], 2, "Error: the question is empty; pass the research question as text"),
-    (["submit", "x" * (MAX_QUESTION_CHARS + 1)], 2,
-     f"Error: the question is {MAX_QUESTION_CHARS + 1} characters long; the limit is {MAX_QUESTION_CHARS}"),
-    (["submit", "--agent", "deep-thought", "Why?"], 2,
-     f"Error: unknown agent 'deep-thought'; choose one of: {', '.join(AGENTS)}"),
-    (["run", "--agent", "deep-thought", "Why?"], 2,
-     f"Error: unknown agent 'deep-thought'; choose one of: {', '.join(AGENTS)}"),
+    (
+        ["submit", "x" * (MAX_QUESTION_CHARS + 1)],
+        2,
+        f"Error: the question is {MAX_QUESTION_CHARS + 1} characters long; the limit is {MAX_QUESTION_CHARS}",
+    ),
+    (
+        ["submit", "--agent", "deep-thought", "Why?"],
+        2,
+        f"Error: unknown agent 'deep-thought'; choose one of: {', '.join(AGENTS)}",
+    ),
+    (
+        ["run", "--agent", "deep-thought", "Why?"],
+        2,
+        f"Error: unknown agent 'deep-thought'; choose one of: {', '.join(AGENTS)}",
+    ),
     (["status", "abcd1234"], 1, "Error: no job with id 'abcd1234'; `research list` shows the jobs"),
     (["show", "abcd1234"], 1, "Error: no job with id 'abcd1234'; `research list` shows the jobs"),
     (["cancel", "abc"], 2, "Error: job id 'abc' is too short; give at least 4 characters"),
     (["submit"], 2, "Error: Missing argument 'QUESTION'. (see `research submit --help`)"),
-    (["list", "--status", "sleeping"], 2,
-     "Error: Invalid value for '--status': 'sleeping' is not one of 'queued', 'submitting', 'running', "
-     "'completed', 'failed', 'cancelled', 'incomplete', 'budget_exceeded', 'timed_out', 'requires_action', "
-     "'needs_attention'. (see `research list --help`)"),
+    (
+        ["list", "--status", "sleeping"],
+        2,
+        "Error: Invalid value for '--status': 'sleeping' is not one of 'queued', 'submitting', 'running', "
+        "'completed', 'failed', 'cancelled', 'incomplete', 'budget_exceeded', 'timed_out', 'requires_action', "
+        "'needs_attention'. (see `research list --help`)",
+    ),
 ]
 
 
@@ -73,8 +85,9 @@ def test_cancelling_a_finished_job_is_refused(runner_env: dict[str, str], finish
 def test_retrying_a_completed_job_is_refused(runner_env: dict[str, str], finished_job: str) -> None:
     result = invoke(runner_env, "retry", finished_job)
     assert result.exit_code == 1
-    assert result.stderr == (f"Error: job {finished_job[:8]} is completed; "
-                             "only jobs that ended without completing can be retried\n")
+    assert result.stderr == (
+        f"Error: job {finished_job[:8]} is completed; only jobs that ended without completing can be retried\n"
+    )
 
 
 def test_unreachable_broker_stores_nothing(runner_env: dict[str, str]) -> None:
@@ -101,8 +114,9 @@ def test_submit_without_an_api_key_is_refused(runner_env: dict[str, str]) -> Non
     env = {**runner_env, "GEMINI_API_KEY": ""}
     result = invoke(env, "submit", "Who pays for this?")
     assert result.exit_code == 2
-    assert result.stderr == ("Error: no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), "
-                             "or use `research run --emulator`\n")
+    assert result.stderr == (
+        "Error: no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use `research run --emulator`\n"
+    )
 
 
 def test_an_old_schema_is_reported_not_migrated(runner_env: dict[str, str]) -> None:
@@ -112,8 +126,9 @@ def test_an_old_schema_is_reported_not_migrated(runner_env: dict[str, str]) -> N
         conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
     result = invoke(runner_env, "list")
     assert result.exit_code == 1
-    assert result.stderr == ("Error: the database schema is at revision 0000 but this version needs 0003; "
-                             "run `research db upgrade`\n")
+    assert result.stderr == (
+        "Error: the database schema is at revision 0000 but this version needs 0003; run `research db upgrade`\n"
+    )
 
 
 def test_db_upgrade_reports_the_revision(runner_env: dict[str, str]) -> None:
@@ -158,7 +173,9 @@ def test_a_password_with_escapes_is_redacted_not_interpolated(runner_env: dict[s
     env = {**runner_env, "RESEARCH_DATABASE_URL": "postgresql://user:p%40ss%25w@127.0.0.1:1/research"}
     result = invoke(env, "db", "upgrade")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
-    assert result.stderr.startswith("Error: cannot use the database at postgresql+psycopg://user:***@127.0.0.1:1/research")
+    assert result.stderr.startswith(
+        "Error: cannot use the database at postgresql+psycopg://user:***@127.0.0.1:1/research"
+    )
     assert "p%40ss" not in result.output and "p@ss" not in result.output
 
 

@@ -48,7 +48,8 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 
 def test_settings_variables_include_the_key_aliases() -> None:
     assert {"GEMINI_API_KEY", "GOOGLE_API_KEY", "RESEARCH_BROKER_URL", "RESEARCH_FLOWER_BASIC_AUTH"} <= (
-        settings_variables())
+        settings_variables()
+    )
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -89,8 +90,11 @@ def test_the_stack_has_its_services_and_shapes() -> None:
     assert "reports" in COMPOSE["volumes"]
     assert any(volume.startswith("reports:/data/reports") for volume in worker["volumes"])
     assert environment(worker)["RESEARCH_REPORTS_DIR"] == "/data/reports"
-    assert all(service.get("image") == "research-runner:local" for name, service in SERVICES.items()
-               if name not in ("redis", "postgres"))
+    assert all(
+        service.get("image") == "research-runner:local"
+        for name, service in SERVICES.items()
+        if name not in ("redis", "postgres")
+    )
 
 
 def test_the_image_runs_research() -> None:

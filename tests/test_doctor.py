@@ -36,9 +36,25 @@ def free_port() -> int:
 def test_a_stopped_redis_fails_the_broker_check_with_a_fix(runner_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     # A private Redis, so stopping it leaves the shared one on 6379 alone.
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--daemonize", "no", "--dir", str(tmp_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         client = redis.Redis(port=port, socket_connect_timeout=1)
         wait_for(lambda: _pings(client), 10, "the private Redis to answer")
@@ -66,7 +82,9 @@ def _pings(client: redis.Redis) -> bool:
 
 
 def test_a_healthy_stack_passes_every_check(
-    runner_env: dict[str, str], redis_url: str, postgres_settings_env: dict[str, str],
+    runner_env: dict[str, str],
+    redis_url: str,
+    postgres_settings_env: dict[str, str],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     env = {**runner_env, **postgres_settings_env, "RESEARCH_BROKER_URL": redis_url}
@@ -90,5 +108,4 @@ def test_a_refused_key_and_a_missing_key_fail_their_checks(
     assert lines["api"].startswith(f"FAIL api: {strict.url} refused the request (HTTP 401")
     assert lines["api"].endswith("; fix: check GEMINI_API_KEY (and RESEARCH_GEMINI_BASE_URL if set)")
     lines = by_check(doctor({**env, "GEMINI_API_KEY": ""}))
-    assert lines["api key"] == ("FAIL api key: not set; fix: set GEMINI_API_KEY (or GOOGLE_API_KEY) "
-                                "in the environment")
+    assert lines["api key"] == ("FAIL api key: not set; fix: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment")

@@ -45,8 +45,18 @@ def test_port_in_use() -> None:
     assert_one_line_error(result, f"port {port} on 127.0.0.1 is already in use", "--port")
 
 
-@pytest.mark.parametrize("flag", ["get429=0.2", "get:teapot=0.2", "nowhere:429=0.2", "get:429=lots",
-                                  "get:429=1.5", "get:cut=0.1", "get:429=0.6,get:503=0.6"])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "get429=0.2",
+        "get:teapot=0.2",
+        "nowhere:429=0.2",
+        "get:429=lots",
+        "get:429=1.5",
+        "get:cut=0.1",
+        "get:429=0.6,get:503=0.6",
+    ],
+)
 def test_bad_fault_flag(flag: str) -> None:
     args = ["--fault", flag] if "," not in flag else [x for f in flag.split(",") for x in ("--fault", f)]
     assert_one_line_error(run_in_process("--port", "0", *args))
@@ -56,19 +66,30 @@ def test_bad_fault_flag_in_a_real_process() -> None:
     assert_one_line_error(run_cli("--fault", "get:teapot=0.2"), "unknown fault kind 'teapot'")
 
 
-@pytest.mark.parametrize("args", [("--port", "http"), ("--duration", "5:1"), ("--outcome-rate", "lucky=0.1"),
-                                  ("--outcome-rate", "failed=0.7,stuck=0.7"), ("--no-such-flag",)])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--port", "http"),
+        ("--duration", "5:1"),
+        ("--outcome-rate", "lucky=0.1"),
+        ("--outcome-rate", "failed=0.7,stuck=0.7"),
+        ("--no-such-flag",),
+    ],
+)
 def test_bad_flags(args: tuple[str, ...]) -> None:
     assert_one_line_error(run_in_process(*args))
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("seed: [unclosed", "not valid YAML/JSON"),
-    ("colour: blue\n", "unknown key 'colour'"),
-    ("faults:\n  get:\n    '429': 2\n", "rate must be between 0 and 1"),
-    ("- just\n- a list\n", "must hold a mapping"),
-    ("port: -3\n", "invalid port"),
-])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("seed: [unclosed", "not valid YAML/JSON"),
+        ("colour: blue\n", "unknown key 'colour'"),
+        ("faults:\n  get:\n    '429': 2\n", "rate must be between 0 and 1"),
+        ("- just\n- a list\n", "must hold a mapping"),
+        ("port: -3\n", "invalid port"),
+    ],
+)
 def test_bad_config_file(tmp_path: Path, text: str, fragment: str) -> None:
     path = tmp_path / "emulator.yaml"
     path.write_text(text)

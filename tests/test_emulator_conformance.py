@@ -24,14 +24,21 @@ STEPS_BEFORE_OUTPUT = 9
 
 def create(client: Any, outcome: str, duration: float = 0.4, **extra: Any) -> Any:
     return client.interactions.create(
-        agent=AGENT, input=f"{QUESTION} [[emulator outcome={outcome} duration={duration}]]",
-        background=True, labels={"job_id": "job-123"}, **extra,
+        agent=AGENT,
+        input=f"{QUESTION} [[emulator outcome={outcome} duration={duration}]]",
+        background=True,
+        labels={"job_id": "job-123"},
+        **extra,
     )
 
 
 FINAL = {
-    "completed": "completed", "failed": "failed", "incomplete": "incomplete",
-    "budget_exceeded": "budget_exceeded", "requires_action": "requires_action", "expired": "completed",
+    "completed": "completed",
+    "failed": "failed",
+    "incomplete": "incomplete",
+    "budget_exceeded": "budget_exceeded",
+    "requires_action": "requires_action",
+    "expired": "completed",
 }
 
 
@@ -48,14 +55,17 @@ def test_every_outcome_parses_strictly(emulator: EmulatorHandle, outcome: str) -
         assert_known(cancelled)
         assert cancelled.status == "cancelled"
     if outcome == "stuck":
-        final = poll_until(lambda: _with_steps(client.interactions.get(created.id), STEPS_BEFORE_OUTPUT),
-                           message="all thoughts of a stuck interaction")
+        final = poll_until(
+            lambda: _with_steps(client.interactions.get(created.id), STEPS_BEFORE_OUTPUT),
+            message="all thoughts of a stuck interaction",
+        )
         assert final.status == "in_progress"
         events = collect_stream(client, created.id, stop_after_index=STEPS_BEFORE_OUTPUT - 1)
     else:
         expected = FINAL.get(outcome, "cancelled")
-        final = poll_until(lambda: _with_status(client.interactions.get(created.id), expected),
-                           message=f"status {expected}")
+        final = poll_until(
+            lambda: _with_status(client.interactions.get(created.id), expected), message=f"status {expected}"
+        )
         events = collect_stream(client, created.id)
     assert_known(final)
     assert_known(events)
@@ -122,8 +132,14 @@ def check_report(it: Any) -> None:
         host = urlparse(ann.url).hostname or ""
         assert host.endswith(RESERVED_HOSTS) or host.endswith(".example")
     usage = it.usage
-    for name in ("total_input_tokens", "total_output_tokens", "total_thought_tokens", "total_tool_use_tokens",
-                 "total_cached_tokens", "total_tokens"):
+    for name in (
+        "total_input_tokens",
+        "total_output_tokens",
+        "total_thought_tokens",
+        "total_tool_use_tokens",
+        "total_cached_tokens",
+        "total_tokens",
+    ):
         assert isinstance(getattr(usage, name), int), name
 
 
@@ -160,10 +176,13 @@ def test_model_interaction_answers_at_once(emulator: EmulatorHandle) -> None:
     assert it.status == "completed" and "emulated" in it.output_text and it.usage.total_tokens > 0
 
 
-@pytest.mark.parametrize("value", [
-    [{"type": "text", "text": "Research solar sails."}],
-    [{"type": "user_input", "content": [{"type": "text", "text": "Research solar sails."}]}],
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        [{"type": "text", "text": "Research solar sails."}],
+        [{"type": "user_input", "content": [{"type": "text", "text": "Research solar sails."}]}],
+    ],
+)
 def test_structured_input_is_reduced_to_text(emulator: EmulatorHandle, value: Any) -> None:
     it = emulator.client().interactions.create(agent=AGENT, input=value, background=True)
     assert_known(it)
@@ -200,8 +219,11 @@ def test_cancel_delete_and_not_found(emulator: EmulatorHandle) -> None:
 # ---- every error status maps onto the SDK's own exception class -------------------------------------
 
 FAULT_CLASSES = {
-    "429": gi.RateLimitError, "500": gi.InternalServerError, "503": gi.InternalServerError,
-    "drop": gi.APIConnectionError, "reset": gi.APIConnectionError,
+    "429": gi.RateLimitError,
+    "500": gi.InternalServerError,
+    "503": gi.InternalServerError,
+    "drop": gi.APIConnectionError,
+    "reset": gi.APIConnectionError,
 }
 
 

@@ -12,9 +12,20 @@ from google.genai import _interactions as gi
 
 from emulator_support import AGENT, EmulatorHandle, poll_until
 
-SEEDED_FLAGS = ("--outcome-rate", "failed=0.3,incomplete=0.2,stuck=0.1", "--duration", "0.05:0.3",
-                "--fault", "get:429=0.25", "--fault", "get:503=0.15", "--fault", "get:slow=0.05",
-                "--slow-delay", "0.01")
+SEEDED_FLAGS = (
+    "--outcome-rate",
+    "failed=0.3,incomplete=0.2,stuck=0.1",
+    "--duration",
+    "0.05:0.3",
+    "--fault",
+    "get:429=0.25",
+    "--fault",
+    "get:503=0.15",
+    "--fault",
+    "get:slow=0.05",
+    "--slow-delay",
+    "0.01",
+)
 
 
 def raw_status(emulator: EmulatorHandle, path: str) -> str:
@@ -30,8 +41,9 @@ def run_sequence(emulator: EmulatorHandle) -> dict[str, Any]:
     """The same request sequence against a fresh emulator; returns everything the seed decides."""
     client = emulator.client()
     # cast: the SDK types Interaction.id as optional; the emulator always sets it.
-    ids = [cast(str, client.interactions.create(agent=AGENT, input=f"Question {i}", background=True).id)
-           for i in range(8)]
+    ids = [
+        cast(str, client.interactions.create(agent=AGENT, input=f"Question {i}", background=True).id) for i in range(8)
+    ]
     directed = client.interactions.create(
         agent=AGENT, input="Pinned [[emulator outcome=failed duration=0.1]]", background=True
     )
@@ -80,8 +92,9 @@ def test_lost_create_flag_still_creates_the_interaction(start_emulator: Any) -> 
     assert sum(stats["status_counts"].values()) == 1
 
 
-@pytest.mark.parametrize(("kind", "error"), [("lost_reset", gi.APIConnectionError),
-                                             ("lost_500", gi.InternalServerError)])
+@pytest.mark.parametrize(
+    ("kind", "error"), [("lost_reset", gi.APIConnectionError), ("lost_500", gi.InternalServerError)]
+)
 def test_other_lost_kinds(emulator: EmulatorHandle, kind: str, error: type) -> None:
     emulator.set_faults({"create": {kind: 1.0}})
     with pytest.raises(error):

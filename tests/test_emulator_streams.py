@@ -98,8 +98,10 @@ def test_an_unknown_status_does_not_end_the_stream(emulator: EmulatorHandle) -> 
     )
     interaction_id = it.id
     assert interaction_id is not None
-    poll_until(lambda: client.interactions.with_raw_response.get(interaction_id).json()["status"] == "paused",
-               message="the unknown status")
+    poll_until(
+        lambda: client.interactions.with_raw_response.get(interaction_id).json()["status"] == "paused",
+        message="the unknown status",
+    )
     client.interactions.cancel(interaction_id)  # the stream below would stay open without it
     events = dumped(collect_stream(client, interaction_id))
     statuses = [e.get("status") for e in events if e["event_type"] == "interaction.status_update"]

@@ -52,8 +52,9 @@ class FlowerProcess:
         self.log_path = log_path
         self._log = log_path.open("wb")
         command = [sys.executable, "-m", "research_runner", "flower", "--port", str(self.port)]
-        self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def get(self, path: str, login: tuple[str, str] | None = FLOWER_LOGIN) -> tuple[int, str]:
         request = urllib.request.Request(self.url + path)
@@ -91,17 +92,22 @@ class Stack:
 def test_flower_refuses_to_start_open_or_on_the_embedded_broker(runner_env: dict[str, str], redis_url: str) -> None:
     embedded = CliRunner().invoke(cli, ["flower"], env={**runner_env, "RESEARCH_FLOWER_BASIC_AUTH": "a:b"})
     assert (embedded.exit_code, embedded.stdout) == (2, "")
-    assert embedded.stderr == ("Error: Flower needs a broker with fanout (Redis or RabbitMQ) and the embedded SQLite "
-                               "broker has none; set RESEARCH_BROKER_URL, e.g. redis://127.0.0.1:6379/0\n")
+    assert embedded.stderr == (
+        "Error: Flower needs a broker with fanout (Redis or RabbitMQ) and the embedded SQLite "
+        "broker has none; set RESEARCH_BROKER_URL, e.g. redis://127.0.0.1:6379/0\n"
+    )
     open_flower = CliRunner().invoke(cli, ["flower"], env={**runner_env, "RESEARCH_BROKER_URL": redis_url})
     assert (open_flower.exit_code, open_flower.stdout) == (2, "")
-    assert open_flower.stderr == ("Error: Flower would be open to anyone who can reach it: set "
-                                  "RESEARCH_FLOWER_BASIC_AUTH=user:password, or pass --no-auth to run it without a "
-                                  "login\n")
+    assert open_flower.stderr == (
+        "Error: Flower would be open to anyone who can reach it: set "
+        "RESEARCH_FLOWER_BASIC_AUTH=user:password, or pass --no-auth to run it without a "
+        "login\n"
+    )
     bad = CliRunner().invoke(cli, ["flower"], env={**runner_env, "RESEARCH_FLOWER_BASIC_AUTH": "no-colon-secret"})
     assert bad.exit_code == 2 and "no-colon-secret" not in bad.output
-    assert bad.stderr == ("Error: invalid setting RESEARCH_FLOWER_BASIC_AUTH: must be user:password "
-                          "(several separated by commas)\n")
+    assert bad.stderr == (
+        "Error: invalid setting RESEARCH_FLOWER_BASIC_AUTH: must be user:password (several separated by commas)\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +118,15 @@ def stack(emulator_process: EmulatorHandle, tmp_path_factory: pytest.TempPathFac
     """
     tmp_path = tmp_path_factory.mktemp("flower-stack")
     redis.Redis.from_url(REDIS_URL).flushdb()
-    env = {"RESEARCH_DATA_DIR": str(tmp_path / "data"), "RESEARCH_REPORTS_DIR": str(tmp_path / "reports"),
-           "RESEARCH_GEMINI_BASE_URL": emulator_process.url, **FAST_POLICY, "RESEARCH_BROKER_URL": REDIS_URL,
-           "GEMINI_API_KEY": CANARY_KEY, "RESEARCH_FLOWER_BASIC_AUTH": ":".join(FLOWER_LOGIN)}
+    env = {
+        "RESEARCH_DATA_DIR": str(tmp_path / "data"),
+        "RESEARCH_REPORTS_DIR": str(tmp_path / "reports"),
+        "RESEARCH_GEMINI_BASE_URL": emulator_process.url,
+        **FAST_POLICY,
+        "RESEARCH_BROKER_URL": REDIS_URL,
+        "GEMINI_API_KEY": CANARY_KEY,
+        "RESEARCH_FLOWER_BASIC_AUTH": ":".join(FLOWER_LOGIN),
+    }
     with pytest.MonkeyPatch.context() as monkeypatch:  # the environment is restored at once: tests share it
         settings = settings_from(env, monkeypatch)
     flower = FlowerProcess(env, tmp_path / "flower.log")
@@ -167,11 +179,24 @@ def test_flower_shows_each_research_task_with_its_job_and_result(stack: Stack) -
 def _chromium(url: str, tmp_path: Path) -> str:
     """Load a page in headless Chromium: its DOM after scripts ran, and a screenshot kept in tmp_path."""
     assert shutil.which(CHROMIUM), "Debian's chromium package is needed (.ci/run installs it)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-             f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,900"]
-    dom = subprocess.run([CHROMIUM, *flags, f"--screenshot={tmp_path / 'flower.png'}", "--dump-dom", url],
-                         capture_output=True, timeout=60, check=False)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1280,900",
+    ]
+    dom = subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={tmp_path / 'flower.png'}", "--dump-dom", url],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-2000:]
     return dom.stdout.decode(errors="replace")
 
@@ -180,16 +205,26 @@ def test_the_api_key_appears_in_no_log_row_report_or_flower_page(stack: Stack) -
     flower, job = stack.flower, stack.job
     uuid, _ = wait_for(lambda: _finished_poll(flower, job), 15, "Flower to list the finishing poll")
     workers = json.loads(flower.get("/api/workers")[1])
-    pages = {path: flower.get(path) for path in
-             ["/", "/tasks", "/api/tasks", "/api/workers", f"/task/{uuid}", f"/api/task/info/{uuid}",
-              *(f"/worker/{name}" for name in workers)]}
+    pages = {
+        path: flower.get(path)
+        for path in [
+            "/",
+            "/tasks",
+            "/api/tasks",
+            "/api/workers",
+            f"/task/{uuid}",
+            f"/api/task/info/{uuid}",
+            *(f"/worker/{name}" for name in workers),
+        ]
+    }
     assert all(status == 200 for status, _ in pages.values()), {p: s for p, (s, _) in pages.items()}
     sources = {
         "worker log": stack.worker.log(),
         "flower log": flower.log_path.read_text(errors="replace"),
         "database": _dump_database(stack.settings),
-        "reports": "\n".join(p.read_text(errors="replace") for p in stack.settings.reports_dir.rglob("*")
-                             if p.is_file()),
+        "reports": "\n".join(
+            p.read_text(errors="replace") for p in stack.settings.reports_dir.rglob("*") if p.is_file()
+        ),
         **{f"flower {path}": body for path, (_, body) in pages.items()},
     }
     # The search means something only if each source holds the job.

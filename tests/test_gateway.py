@@ -20,8 +20,9 @@ def _stored(emulator: Any, interaction_id: str) -> dict[str, Any]:
     return dict(raw.json())
 
 
-def test_the_sdk_builds_each_serialiser_class_once(runner_env: dict[str, str], emulator: Any,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sdk_builds_each_serialiser_class_once(
+    runner_env: dict[str, str], emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gateway = Gateway(settings_from(runner_env, monkeypatch))
     assert reuse_sdk_model_classes(), "google-genai's serialisers changed shape: re-measure benchmarks/gateway_cost.py"
     classes = getattr(serializers, "create_model").classes  # noqa: B009 (the SDK does not export it)

@@ -47,8 +47,9 @@ def test_a_job_past_the_maximum_research_time_is_cancelled_and_timed_out(
     pipeline.advance(settings, gateway, job.id)
     ended = jobs.find(settings, job.id)
     assert ended.status == JobStatus.TIMED_OUT and ended.finished_at is not None
-    assert ended.error == ("no result after 0.001 minutes (RESEARCH_MAX_RESEARCH_MINUTES); "
-                           "the interaction was cancelled")
+    assert ended.error == (
+        "no result after 0.001 minutes (RESEARCH_MAX_RESEARCH_MINUTES); the interaction was cancelled"
+    )
     assert emulator.stats()["status_counts"] == {"cancelled": 1}
 
 
@@ -122,10 +123,17 @@ def test_cancel_dismisses_a_waiting_job_whose_interaction_the_api_forgot(
 ) -> None:
     settings = settings_from(runner_env, monkeypatch)
     job = jobs.create(settings, QUESTION, settings.agent)
-    assert pipeline.transition(settings, job.id, [JobStatus.QUEUED], status=JobStatus.NEEDS_ATTENTION,
-                               interaction_id="v1_forgotten", error="the API refused to report on the interaction")
+    assert pipeline.transition(
+        settings,
+        job.id,
+        [JobStatus.QUEUED],
+        status=JobStatus.NEEDS_ATTENTION,
+        interaction_id="v1_forgotten",
+        error="the API refused to report on the interaction",
+    )
     result = CliRunner().invoke(cli, ["cancel", job.id], env=runner_env)
     assert result.exit_code == 0, result.output
-    assert result.stdout == (f"Job {job.id[:8]} cancelled: cancelled by the user; "
-                             "the API no longer reports on interaction v1_forgotten\n")
+    assert result.stdout == (
+        f"Job {job.id[:8]} cancelled: cancelled by the user; the API no longer reports on interaction v1_forgotten\n"
+    )
     assert jobs.find(settings, job.id).status == JobStatus.CANCELLED

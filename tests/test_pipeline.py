@@ -24,9 +24,7 @@ from research_runner.models import Job
 
 from conftest import settings_from, wait_for
 
-MIXED_OUTCOMES = (
-    ["completed"] * 8 + ["failed"] * 3 + ["incomplete"] * 3 + ["budget_exceeded"] * 3 + ["stuck"] * 3
-)
+MIXED_OUTCOMES = ["completed"] * 8 + ["failed"] * 3 + ["incomplete"] * 3 + ["budget_exceeded"] * 3 + ["stuck"] * 3
 EXPECTED = {"stuck": JobStatus.CANCELLED}
 JOB_DEADLINE = 90.0
 
@@ -79,12 +77,13 @@ def wait_all_ended(settings: Settings, ids: list[str]) -> list[Job]:
 def sources_of(markdown: str) -> list[str]:
     """Links listed under the report's `## Sources` heading, in order."""
     tokens = MarkdownIt().parse(markdown)
-    headings = [i for i, t in enumerate(tokens) if t.type == "inline" and t.content == "Sources"
-                and tokens[i - 1].tag == "h2"]
+    headings = [
+        i for i, t in enumerate(tokens) if t.type == "inline" and t.content == "Sources" and tokens[i - 1].tag == "h2"
+    ]
     assert len(headings) == 1, "a report has exactly one Sources section"
     start = headings[0]
     links = []
-    for token in tokens[start + 1:]:
+    for token in tokens[start + 1 :]:
         if token.type == "heading_open":
             break
         for child in token.children or []:
@@ -103,8 +102,14 @@ def check_report(job: Job, reports_dir: Path, emulator: Any) -> None:
     assert post["status"] == job.status and post["question"] == job.question
     assert cast(dict[str, Any], post["usage"])["total_tokens"] == job.total_tokens
     interaction = emulator.client().interactions.with_raw_response.get(job.interaction_id).json()
-    cited = [a["url"] for s in interaction["steps"] if s["type"] == "model_output"
-             for c in s["content"] for a in c.get("annotations", []) if a["type"] == "url_citation"]
+    cited = [
+        a["url"]
+        for s in interaction["steps"]
+        if s["type"] == "model_output"
+        for c in s["content"]
+        for a in c.get("annotations", [])
+        if a["type"] == "url_citation"
+    ]
     assert len(cited) > len(set(cited)), "the emulator should cite a URL twice so de-duplication is exercised"
     assert sources_of(text) == list(dict.fromkeys(cited))
     assert "[[emulator" not in post.content
@@ -134,8 +139,9 @@ def check_outcomes(ended: list[Job], submitted: dict[str, str], reports_dir: Pat
     assert set(by_input) == {job.question for job in ended}
 
 
-def run_mixed(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, start_worker: Any, emulator: Any,
-              outcomes: list[str]) -> None:
+def run_mixed(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, start_worker: Any, emulator: Any, outcomes: list[str]
+) -> None:
     settings = settings_from(env, monkeypatch)
     worker = start_worker(env, "--concurrency", "2")
     submitted = submit_all(env, outcomes)
@@ -147,8 +153,12 @@ def run_mixed(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, start_worker
 
 
 def test_twenty_mixed_jobs_on_redis_and_postgres(
-    runner_env: dict[str, str], postgres_settings_env: dict[str, str], redis_url: str,
-    monkeypatch: pytest.MonkeyPatch, start_worker: Any, emulator: Any,
+    runner_env: dict[str, str],
+    postgres_settings_env: dict[str, str],
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    start_worker: Any,
+    emulator: Any,
 ) -> None:
     env = {**runner_env, **postgres_settings_env, "RESEARCH_BROKER_URL": redis_url}
     run_mixed(env, monkeypatch, start_worker, emulator, MIXED_OUTCOMES)
@@ -164,12 +174,15 @@ def test_mixed_jobs_on_the_embedded_default(
 
 
 def test_api_faults_on_polls_delay_jobs_but_lose_none(
-    runner_env: dict[str, str], postgres_settings_env: dict[str, str], redis_url: str,
-    monkeypatch: pytest.MonkeyPatch, start_worker: Any, emulator: Any,
+    runner_env: dict[str, str],
+    postgres_settings_env: dict[str, str],
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    start_worker: Any,
+    emulator: Any,
 ) -> None:
     emulator.set_faults({"get": {"429": 0.25, "503": 0.15}})
-    env = {**runner_env, **postgres_settings_env, "RESEARCH_BROKER_URL": redis_url,
-           "RESEARCH_GET_ATTEMPTS": "1"}
+    env = {**runner_env, **postgres_settings_env, "RESEARCH_BROKER_URL": redis_url, "RESEARCH_GET_ATTEMPTS": "1"}
     run_mixed(env, monkeypatch, start_worker, emulator, ["completed"] * 6)
     gets = Counter(emulator.stats()["requests"]["get"])
     assert gets["429"] > 0 and gets["503"] > 0 and gets["200"] > 0
@@ -177,8 +190,14 @@ def test_api_faults_on_polls_delay_jobs_but_lose_none(
 
 def run_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    return subprocess.run([sys.executable, "-m", "research_runner", *args], env={**clean, **env},
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "research_runner", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_research_run_processes_a_job_in_process(runner_env: dict[str, str], emulator: Any) -> None:

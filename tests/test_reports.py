@@ -20,17 +20,26 @@ CREATED = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
 
 
 def job(question: str = "Research the history of Google TPUs.") -> Job:
-    return Job(id="0123456789abcdef0123456789abcdef", question=question, agent="deep-research-preview-04-2026",
-               interaction_id="v1_abc", created_at=CREATED, submitted_at=CREATED)
+    return Job(
+        id="0123456789abcdef0123456789abcdef",
+        question=question,
+        agent="deep-research-preview-04-2026",
+        interaction_id="v1_abc",
+        created_at=CREATED,
+        submitted_at=CREATED,
+    )
 
 
-@pytest.mark.parametrize(("question", "slug"), [
-    ("Research the history of Google TPUs.", "research-the-history-of-google-tpus"),
-    ("../../etc/passwd; rm -rf /", "etc-passwd-rm-rf"),
-    ("Café au lait — Ünïcödé?", "cafe-au-lait-unicode"),
-    ("日本の半導体", "research"),
-    ("x" * 300, "x" * reports.SLUG_MAX_CHARS),
-])
+@pytest.mark.parametrize(
+    ("question", "slug"),
+    [
+        ("Research the history of Google TPUs.", "research-the-history-of-google-tpus"),
+        ("../../etc/passwd; rm -rf /", "etc-passwd-rm-rf"),
+        ("Café au lait — Ünïcödé?", "cafe-au-lait-unicode"),
+        ("日本の半導体", "research"),
+        ("x" * 300, "x" * reports.SLUG_MAX_CHARS),
+    ],
+)
 def test_slugs_are_safe_filenames(question: str, slug: str) -> None:
     assert reports.slugify(question) == slug
     assert reports.report_filename(job(question)) == f"2026-06-01-{slug}-01234567.md"
@@ -38,10 +47,16 @@ def test_slugs_are_safe_filenames(question: str, slug: str) -> None:
 
 def test_sources_are_numbered_once_per_url_in_order_of_first_use() -> None:
     text = "# T\n\nA [1] B [2] C [1]\n\n## Sources\n\n1. agent's own"
-    snapshot = Snapshot(id="i", status="completed", text=text, citations=(
-        Citation("https://a.example/x", None), Citation("https://b.example/y", "B"),
-        Citation("https://a.example/x", "A title"),
-    ))
+    snapshot = Snapshot(
+        id="i",
+        status="completed",
+        text=text,
+        citations=(
+            Citation("https://a.example/x", None),
+            Citation("https://b.example/y", "B"),
+            Citation("https://a.example/x", "A title"),
+        ),
+    )
     report = reports.render(job(), snapshot, CREATED)
     assert report.markdown.count("## Sources") == 1 and "agent's own" not in report.markdown
     assert report.markdown.endswith(
@@ -73,4 +88,3 @@ def test_a_text_without_heading_gets_the_question_as_title() -> None:
 def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
     target = tmp_path / "r.md"
     target.write_text("old")
-

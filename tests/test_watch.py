@@ -21,8 +21,11 @@ THOUGHT_LINE = re.compile(r"^\[\d\d:\d\d\] (?!status: |error: )(.+)$")
 
 def emulated_thoughts(emulator: EmulatorHandle, interaction_id: str) -> list[str]:
     data: dict[str, Any] = emulator.client().interactions.with_raw_response.get(interaction_id).json()
-    return [" ".join(block["text"] for block in step.get("summary") or [])
-            for step in data["steps"] if step["type"] == "thought"]
+    return [
+        " ".join(block["text"] for block in step.get("summary") or [])
+        for step in data["steps"]
+        if step["type"] == "thought"
+    ]
 
 
 def test_watch_prints_the_thoughts_in_order_across_stream_cuts(
@@ -34,8 +37,7 @@ def test_watch_prints_the_thoughts_in_order_across_stream_cuts(
 
     listed = CliRunner().invoke(cli, ["watch", "--once"], env=runner_env)
     assert listed.exit_code == 0, listed.output
-    assert listed.stdout.split("\n")[0].split() == ["ID", "STATUS", "ELAPSED", "POLLS", "QUESTION", "LATEST",
-                                                    "THOUGHT"]
+    assert listed.stdout.split("\n")[0].split() == ["ID", "STATUS", "ELAPSED", "POLLS", "QUESTION", "LATEST", "THOUGHT"]
     assert listed.stdout.split("\n")[1].startswith(f"{job.short_id}  running")
 
     emulator.set_faults({"stream": {"cut": 1}})  # every stream connection is cut after 1-4 events
@@ -51,13 +53,15 @@ def test_watch_prints_the_thoughts_in_order_across_stream_cuts(
     assert stream_requests > 3, "the stream was resumed several times"
     lines = result.stdout.splitlines()
     assert lines[-2].endswith("status: completed")
-    assert lines[-1] == (f"Job {job.short_id}: the interaction ended completed; "
-                         "a worker stores the outcome at its next poll")
+    assert lines[-1] == (
+        f"Job {job.short_id}: the interaction ended completed; a worker stores the outcome at its next poll"
+    )
 
 
 def test_watch_of_an_ended_job_prints_its_outcome(runner_env: dict[str, str]) -> None:
-    ran = CliRunner().invoke(cli, ["run", "--no-emulator", "Fails? [[emulator outcome=failed duration=0.3]]"],
-                             env=runner_env)
+    ran = CliRunner().invoke(
+        cli, ["run", "--no-emulator", "Fails? [[emulator outcome=failed duration=0.3]]"], env=runner_env
+    )
     assert ran.exit_code == 1, ran.output
     short = ran.stdout.split()[1]
     result = CliRunner().invoke(cli, ["watch", short], env=runner_env)

@@ -266,8 +266,11 @@ class EmulatorApp:
         return json_response(self._fault_view())
 
     def _fault_view(self) -> dict[str, Any]:
-        return {"faults": self.store.injector.faults, "retry_after": self.settings.retry_after,
-                "slow_delay": self.settings.slow_delay}
+        return {
+            "faults": self.store.injector.faults,
+            "retry_after": self.settings.retry_after,
+            "slow_delay": self.settings.slow_delay,
+        }
 
     async def describe(self, request: Request) -> Response:
         """What the emulator decided for one interaction (tests use it to compare seeds)."""
@@ -275,9 +278,18 @@ class EmulatorApp:
         if it is None:
             return error_response(404, "not_found", "unknown interaction id")
         t = it.elapsed(time.monotonic())
-        return json_response({"id": it.id, "ordinal": it.ordinal, "outcome": it.outcome,
-                              "duration": it.duration, "status": it.status_at(t), "elapsed": t,
-                              "cancelled_at": it.cancelled_at, "deleted": it.deleted})
+        return json_response(
+            {
+                "id": it.id,
+                "ordinal": it.ordinal,
+                "outcome": it.outcome,
+                "duration": it.duration,
+                "status": it.status_at(t),
+                "elapsed": t,
+                "cancelled_at": it.cancelled_at,
+                "deleted": it.deleted,
+            }
+        )
 
     async def health(self, request: Request) -> Response:
         return json_response(b'{"ok":true}')
@@ -287,8 +299,9 @@ class _SSEResponse(StreamingResponse):
     """An event stream that can be cut mid-way (the `cut` fault) by closing the socket."""
 
     def __init__(self, content: AsyncIterator[bytes], cut: bool) -> None:
-        super().__init__(self._until_cut(content), media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache"})
+        super().__init__(
+            self._until_cut(content), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
         self._cut = cut
         self._drop: Callable[[bool], Awaitable[bool]] | None = None
 

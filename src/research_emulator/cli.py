@@ -15,8 +15,9 @@ from .settings import SettingsError, build_settings, load_config_file, parse_dur
 class _OneLineErrors(click.Command):
     """Report bad input as exactly one `Error: ...` line on stderr with exit code 2 (no usage block)."""
 
-    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
-                     **extra: Any) -> click.Context:
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
@@ -40,22 +41,53 @@ def _fail(message: str) -> NoReturn:
 @click.option("--seed", type=int, default=None, help="Seed for ids, outcomes, durations, content and faults.")
 @click.option("--duration", default=None, metavar="MIN:MAX", help="Run time range in seconds (default 2:6).")
 @click.option("--retention", type=float, default=None, help="Seconds an `expired` interaction stays readable.")
-@click.option("--outcome-rate", "--outcomes", "outcome_rates", multiple=True, metavar="OUTCOME=RATE[,...]",
-              help="Outcome rates for interactions without a directive; the rest complete.")
-@click.option("--fault", "faults", multiple=True, metavar="ENDPOINT:KIND=RATE",
-              help="HTTP fault, e.g. get:429=0.2 or create:lost=0.1 (repeatable).")
+@click.option(
+    "--outcome-rate",
+    "--outcomes",
+    "outcome_rates",
+    multiple=True,
+    metavar="OUTCOME=RATE[,...]",
+    help="Outcome rates for interactions without a directive; the rest complete.",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="ENDPOINT:KIND=RATE",
+    help="HTTP fault, e.g. get:429=0.2 or create:lost=0.1 (repeatable).",
+)
 @click.option("--retry-after", type=float, default=None, help="Retry-After seconds sent with 429 faults.")
 @click.option("--slow-delay", type=float, default=None, help="Delay in seconds of `slow` faults.")
 @click.option("--thought-steps", type=int, default=None, help="Thought steps per agent interaction.")
-@click.option("--api-key", envvar="RESEARCH_EMULATOR_API_KEY", default=None,
-              help="Accept only this key (default: any non-empty key).")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
-              help="YAML or JSON file with the same keys as these flags.")
+@click.option(
+    "--api-key",
+    envvar="RESEARCH_EMULATOR_API_KEY",
+    default=None,
+    help="Accept only this key (default: any non-empty key).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="YAML or JSON file with the same keys as these flags.",
+)
 @click.option("--log-level", default=None, help="uvicorn log level (default warning).")
-def emulator_command(host: str, port: int, seed: int | None, duration: str | None, retention: float | None,
-                     outcome_rates: tuple[str, ...], faults: tuple[str, ...], retry_after: float | None,
-                     slow_delay: float | None, thought_steps: int | None, api_key: str | None,
-                     config_file: Path | None, log_level: str | None) -> None:
+def emulator_command(
+    host: str,
+    port: int,
+    seed: int | None,
+    duration: str | None,
+    retention: float | None,
+    outcome_rates: tuple[str, ...],
+    faults: tuple[str, ...],
+    retry_after: float | None,
+    slow_delay: float | None,
+    thought_steps: int | None,
+    api_key: str | None,
+    config_file: Path | None,
+    log_level: str | None,
+) -> None:
     """Run a local emulator of the Gemini Interactions API (deep-research agents)."""
     ctx = click.get_current_context()
     fields: dict[str, Any] = load_config_file(config_file) if config_file else {}
@@ -63,8 +95,15 @@ def emulator_command(host: str, port: int, seed: int | None, duration: str | Non
     for name, value in (("host", host), ("port", port)):
         if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT or name not in fields:
             fields[name] = value
-    optional = {"seed": seed, "retention": retention, "retry_after": retry_after, "slow_delay": slow_delay,
-                "thought_steps": thought_steps, "api_key": api_key, "log_level": log_level}
+    optional = {
+        "seed": seed,
+        "retention": retention,
+        "retry_after": retry_after,
+        "slow_delay": slow_delay,
+        "thought_steps": thought_steps,
+        "api_key": api_key,
+        "log_level": log_level,
+    }
     fields.update({k: v for k, v in optional.items() if v is not None})
     if duration is not None:
         fields["duration_min"], fields["duration_max"] = parse_duration(duration)

@@ -17,12 +17,21 @@ EMULATION_NOTE = (
 )
 
 _DOMAINS = (
-    "https://example.com", "https://www.example.org", "https://example.net",
-    "https://research.example", "https://news.example", "https://docs.example",
+    "https://example.com",
+    "https://www.example.org",
+    "https://example.net",
+    "https://research.example",
+    "https://news.example",
+    "https://docs.example",
 )
 _SOURCE_TITLES = (
-    "An overview of {t}", "{T}: a primer", "What changed in {t}", "Field notes on {t}",
-    "{T} in numbers", "A critical look at {t}", "Frequently asked questions about {t}",
+    "An overview of {t}",
+    "{T}: a primer",
+    "What changed in {t}",
+    "Field notes on {t}",
+    "{T} in numbers",
+    "A critical look at {t}",
+    "Frequently asked questions about {t}",
 )
 _FINDINGS = (
     "Early work on {t} focused on a small set of well documented cases",
@@ -54,10 +63,15 @@ class Report:
         marker = f"[{number}]"
         start = len(self.text)
         self.text += marker
-        self.annotations.append({
-            "type": "url_citation", "url": source["url"], "title": source["title"],
-            "start_index": start, "end_index": start + len(marker),
-        })
+        self.annotations.append(
+            {
+                "type": "url_citation",
+                "url": source["url"],
+                "title": source["title"],
+                "start_index": start,
+                "end_index": start + len(marker),
+            }
+        )
 
     def content_block(self) -> dict[str, Any]:
         return {"type": "text", "text": self.text, "annotations": list(self.annotations)}
@@ -110,8 +124,7 @@ def _sources(rng: random.Random, topic: str, count: int) -> list[dict[str, str]]
     return sources
 
 
-def _write_report(rng: random.Random, title: str, topic: str, sources: list[dict[str, str]],
-                  sections: int) -> Report:
+def _write_report(rng: random.Random, title: str, topic: str, sources: list[dict[str, str]], sections: int) -> Report:
     findings = rng.sample(_FINDINGS, k=len(_FINDINGS))
     report = Report()
     report.add(f"# {title}\n\n> {EMULATION_NOTE}\n\n## Summary\n\n")
@@ -151,20 +164,22 @@ def generate(question: str, rng: random.Random, thought_count: int) -> Content:
         title=title,
         thoughts=_thoughts(rng, topic, sources, thought_count),
         searches=[(0, [topic, f"{topic} overview"]), (min(1, thought_count - 1), [f"{topic} recent analysis"])],
-        report=report, partial=partial, plan=plan,
+        report=report,
+        partial=partial,
+        plan=plan,
         usage=_usage(rng, len(report.text), searches=2),
         error=rng.choice(_ERRORS),
     )
 
 
 def _thoughts(rng: random.Random, topic: str, sources: list[dict[str, str]], count: int) -> list[str]:
-    first = f"Planning: breaking \"{topic}\" into background, findings and open questions."
+    first = f'Planning: breaking "{topic}" into background, findings and open questions.'
     last = f"Synthesising: drafting the report on {topic} from {len(sources)} sources."
     middle = [
         f"Searching for {topic} overviews and recent analyses.",
-        f"Reading \"{sources[0]['title']}\" on {sources[0]['url'].split('/')[2]}.",
+        f'Reading "{sources[0]["title"]}" on {sources[0]["url"].split("/")[2]}.',
         f"Comparing figures reported for {topic} across sources.",
-        f"Reading \"{sources[1]['title']}\" on {sources[1]['url'].split('/')[2]}.",
+        f'Reading "{sources[1]["title"]}" on {sources[1]["url"].split("/")[2]}.',
         f"Checking where sources on {topic} disagree.",
     ]
     if count == 1:
@@ -184,9 +199,12 @@ def _usage(rng: random.Random, report_chars: int, searches: int) -> dict[str, An
     tool_use = rng.randint(40_000, 120_000)
     cached = rng.randint(0, total_input // 3)
     return {
-        "total_input_tokens": total_input, "total_output_tokens": output,
-        "total_thought_tokens": thought, "total_tool_use_tokens": tool_use,
-        "total_cached_tokens": cached, "total_tokens": total_input + output + thought + tool_use,
+        "total_input_tokens": total_input,
+        "total_output_tokens": output,
+        "total_thought_tokens": thought,
+        "total_tool_use_tokens": tool_use,
+        "total_cached_tokens": cached,
+        "total_tokens": total_input + output + thought + tool_use,
         "input_tokens_by_modality": [{"modality": "text", "tokens": total_input}],
         "grounding_tool_count": [{"type": "google_search", "count": searches}],
     }
@@ -194,11 +212,17 @@ def _usage(rng: random.Random, report_chars: int, searches: int) -> dict[str, An
 
 def model_answer(question: str, model: str, rng: random.Random) -> tuple[str, dict[str, Any]]:
     """Short answer text and usage for a plain `model` interaction."""
-    text = (f"Emulated answer from {model} to: {title_from(question)}. "
-            f"{EMULATION_NOTE} (reply #{rng.randrange(1000, 9999)})")
+    text = (
+        f"Emulated answer from {model} to: {title_from(question)}. "
+        f"{EMULATION_NOTE} (reply #{rng.randrange(1000, 9999)})"
+    )
     words = len(question.split())
     usage = {
-        "total_input_tokens": words * 2, "total_output_tokens": len(text) // 4, "total_thought_tokens": 0,
-        "total_tool_use_tokens": 0, "total_cached_tokens": 0, "total_tokens": words * 2 + len(text) // 4,
+        "total_input_tokens": words * 2,
+        "total_output_tokens": len(text) // 4,
+        "total_thought_tokens": 0,
+        "total_tool_use_tokens": 0,
+        "total_cached_tokens": 0,
+        "total_tokens": words * 2 + len(text) // 4,
     }
     return text, usage

@@ -66,8 +66,7 @@ def build_events(it: Interaction) -> list[tuple[float, bytes]]:
     header.update({"agent": it.agent} if it.agent else {"model": it.model})
     timeline: list[tuple[float, dict[str, Any]]] = [
         (0.0, {"event_type": "interaction.created", "interaction": header}),
-        (it.queued_for, {"event_type": "interaction.status_update", "interaction_id": it.id,
-                         "status": "in_progress"}),
+        (it.queued_for, {"event_type": "interaction.status_update", "interaction_id": it.id, "status": "in_progress"}),
     ]
     # Index 0 is the user_input step: it is not streamed, but indices match the resource's `steps`.
     for index, timed in enumerate(it.steps()):
@@ -75,8 +74,12 @@ def build_events(it: Interaction) -> list[tuple[float, bytes]]:
             continue
         timeline += [(timed.due, event) for event in _step_events(index, timed.step)]
     if it.outcome == "unknown_status" and end is not None and it.duration < end:  # paused, then cancelled
-        timeline.append((it.duration, {"event_type": "interaction.status_update", "interaction_id": it.id,
-                                       "status": UNKNOWN_STATUS}))
+        timeline.append(
+            (
+                it.duration,
+                {"event_type": "interaction.status_update", "interaction_id": it.id, "status": UNKNOWN_STATUS},
+            )
+        )
     if end is not None and final is not None:
         # Cancelled while queued: drop the in_progress update that would have come later.
         timeline = [(due, event) for due, event in timeline if due <= end]
@@ -88,12 +91,15 @@ def build_events(it: Interaction) -> list[tuple[float, bytes]]:
 
 def _final_events(it: Interaction, end: float, final: str) -> list[dict[str, Any]]:
     body = it.resource(end)
-    update = {"event_type": "interaction.status_update", "interaction_id": it.id, "status": final,
-              "usage": body.get("usage")}
+    update = {
+        "event_type": "interaction.status_update",
+        "interaction_id": it.id,
+        "status": final,
+        "usage": body.get("usage"),
+    }
     if final == "failed":
         # A failed run ends with an `error` event rather than `interaction.completed`.
         return [update, {"event_type": "error", "error": body["errors"][0]}]
     if final == UNKNOWN_STATUS:  # not an end: the stream stays open, as it would for a status we cannot know
         return [update]
     return [update, {"event_type": "interaction.completed", "interaction": body}]
-

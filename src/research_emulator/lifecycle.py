@@ -19,8 +19,13 @@ from . import content as content_mod
 UNKNOWN_STATUS = "paused"
 # Outcome (as drawn or requested) -> the status the interaction ends in; `stuck` never ends.
 FINAL_STATUS = {
-    "completed": "completed", "expired": "completed", "failed": "failed", "incomplete": "incomplete",
-    "budget_exceeded": "budget_exceeded", "requires_action": "requires_action", "unknown_status": UNKNOWN_STATUS,
+    "completed": "completed",
+    "expired": "completed",
+    "failed": "failed",
+    "incomplete": "incomplete",
+    "budget_exceeded": "budget_exceeded",
+    "requires_action": "requires_action",
+    "unknown_status": UNKNOWN_STATUS,
 }
 TERMINAL_STATUSES = frozenset({*FINAL_STATUS.values(), "cancelled"} - {UNKNOWN_STATUS})
 
@@ -137,12 +142,16 @@ class Interaction:
             if i in searches:
                 call_id = f"call_{i + 1}"
                 call = {"type": "google_search_call", "id": call_id, "arguments": {"queries": searches[i]}}
-                html = f"<div class=\"emulated-search\">{len(searches[i])} queries</div>"
-                result = {"type": "google_search_result", "call_id": call_id,
-                          "result": [{"search_suggestions": html}]}
+                html = f'<div class="emulated-search">{len(searches[i])} queries</div>'
+                result = {"type": "google_search_result", "call_id": call_id, "result": [{"search_suggestions": html}]}
                 steps += [TimedStep(due, call), TimedStep(due, result)]
-        final = {"completed": c.report, "expired": c.report, "incomplete": c.partial,
-                 "budget_exceeded": c.partial, "requires_action": c.plan}.get(self.outcome)
+        final = {
+            "completed": c.report,
+            "expired": c.report,
+            "incomplete": c.partial,
+            "budget_exceeded": c.partial,
+            "requires_action": c.plan,
+        }.get(self.outcome)
         if final is not None:
             steps.append(TimedStep(self.duration, {"type": "model_output", "content": [final.content_block()]}))
         return steps

@@ -19,11 +19,23 @@ ENDPOINTS: tuple[str, ...] = get_args(Endpoint)
 
 # Fault kinds in the fixed order used when one uniform draw is mapped onto the cumulative rates.
 FAULT_KINDS: tuple[str, ...] = (
-    "429", "500", "503", "drop", "reset", "slow", "lost", "lost_reset", "lost_500", "cut",
+    "429",
+    "500",
+    "503",
+    "drop",
+    "reset",
+    "slow",
+    "lost",
+    "lost_reset",
+    "lost_500",
+    "cut",
 )
 # Kinds that only make sense on one endpoint.
 ENDPOINT_ONLY_KINDS: dict[str, str] = {
-    "lost": "create", "lost_reset": "create", "lost_500": "create", "cut": "stream",
+    "lost": "create",
+    "lost_reset": "create",
+    "lost_500": "create",
+    "cut": "stream",
 }
 
 AGENTS: tuple[str, ...] = (
@@ -204,9 +216,24 @@ class EmulatorSettings(BaseModel):
 
 # Config-file keys (flag spellings) -> how they map onto settings fields.
 _CONFIG_KEYS = {
-    "host", "port", "seed", "duration", "duration_min", "duration_max", "retention", "outcomes",
-    "outcome_rate", "outcome_rates", "fault", "faults", "retry_after", "slow_delay", "api_key",
-    "thought_steps", "poll_interval", "log_level",
+    "host",
+    "port",
+    "seed",
+    "duration",
+    "duration_min",
+    "duration_max",
+    "retention",
+    "outcomes",
+    "outcome_rate",
+    "outcome_rates",
+    "fault",
+    "faults",
+    "retry_after",
+    "slow_delay",
+    "api_key",
+    "thought_steps",
+    "poll_interval",
+    "log_level",
 }
 
 

@@ -77,7 +77,10 @@ def parse_create(body: Any) -> CreateRequest:
     if not text.strip():
         raise bad_request("`input` is required and must contain text")
     return CreateRequest(
-        agent=agent, model=model, text=text, raw_input=raw_input,
+        agent=agent,
+        model=model,
+        text=text,
+        raw_input=raw_input,
         agent_config=_agent_config(body.get("agent_config"), agent),
         labels=_labels(body.get("labels")),
         previous_interaction_id=body.get("previous_interaction_id") or None,
@@ -89,8 +92,12 @@ def _agent_config(value: Any, agent: str | None) -> dict[str, Any] | None:
     if agent is None:
         return None
     if value is None:
-        return {"type": "deep-research", "thinking_summaries": "auto", "visualization": "auto",
-                "collaborative_planning": False}
+        return {
+            "type": "deep-research",
+            "thinking_summaries": "auto",
+            "visualization": "auto",
+            "collaborative_planning": False,
+        }
     if not isinstance(value, dict) or value.get("type", "deep-research") != "deep-research":
         raise bad_request("`agent_config.type` must be 'deep-research' for deep-research agents")
     return {"type": "deep-research", **value}
@@ -146,13 +153,21 @@ class Store:
         if req.model:
             drawn_outcome, drawn_duration = "completed", 0.0
         it = Interaction(
-            id=self._new_id(), ordinal=self.ordinal, agent=req.agent, model=req.model,
-            input_text=req.text, question=question, raw_input=req.raw_input,
+            id=self._new_id(),
+            ordinal=self.ordinal,
+            agent=req.agent,
+            model=req.model,
+            input_text=req.text,
+            question=question,
+            raw_input=req.raw_input,
             outcome=(directive.outcome if directive and directive.outcome else drawn_outcome),
             duration=(directive.duration if directive and directive.duration is not None else drawn_duration),
-            seed=seed, thought_steps=self.settings.thought_steps,
-            created_mono=time.monotonic(), created_wall=time.time(),
-            agent_config=req.agent_config, labels=req.labels,
+            seed=seed,
+            thought_steps=self.settings.thought_steps,
+            created_mono=time.monotonic(),
+            created_wall=time.time(),
+            agent_config=req.agent_config,
+            labels=req.labels,
             previous_interaction_id=req.previous_interaction_id,
         )
         self.items[it.id] = it
@@ -192,4 +207,3 @@ class Store:
             "faults": self.injector.faults,
             "seed": self.settings.seed,
         }
-

@@ -23,8 +23,16 @@ DIGEST_FOLDER = "batches"
 PARAGRAPH_PREVIEW = 600
 
 
-def add(session: Session, name: str, items: list[Item], agent: str, *, source: str | None = None,
-        schedule_id: str | None = None, due_at: datetime | None = None) -> tuple[Batch, int]:
+def add(
+    session: Session,
+    name: str,
+    items: list[Item],
+    agent: str,
+    *,
+    source: str | None = None,
+    schedule_id: str | None = None,
+    due_at: datetime | None = None,
+) -> tuple[Batch, int]:
     """Store a batch and its queued jobs in the caller's transaction; returns (batch, items skipped as known).
 
     Jobs need no message: the dispatcher sends each job's first step within a tick.
@@ -32,13 +40,22 @@ def add(session: Session, name: str, items: list[Item], agent: str, *, source: s
     known = _known_keys(session, [i.idempotency_key for i in items if i.idempotency_key])
     fresh = [item for item in items if item.idempotency_key not in known]
     now = utcnow()
-    batch = Batch(name=name, source=source, schedule_id=schedule_id, due_at=due_at, job_count=len(fresh),
-                  created_at=now)
+    batch = Batch(
+        name=name, source=source, schedule_id=schedule_id, due_at=due_at, job_count=len(fresh), created_at=now
+    )
     session.add(batch)
     for item in fresh:
-        session.add(Job(question=item.question, agent=item.agent or agent, batch_id=batch.id, created_at=now,
-                        next_poll_at=now, idempotency_key=item.idempotency_key,
-                        tags=json.dumps(list(item.tags)) if item.tags else None))
+        session.add(
+            Job(
+                question=item.question,
+                agent=item.agent or agent,
+                batch_id=batch.id,
+                created_at=now,
+                next_poll_at=now,
+                idempotency_key=item.idempotency_key,
+                tags=json.dumps(list(item.tags)) if item.tags else None,
+            )
+        )
     return batch, len(items) - len(fresh)
 
 
@@ -87,8 +104,11 @@ def _finalize(settings: Settings, batch: Batch) -> str | None:
     filename = f"{batch.created_at:%Y-%m-%d}-{reports.slugify(batch.name)}-{batch.short_id}.md"
     path = settings.reports_dir / DIGEST_FOLDER / filename
     reports.write_atomically(path, digest(batch, jobs, path.parent, finished))
-    statement = (update(Batch).where(col(Batch.id) == batch.id, col(Batch.finished_at).is_(None))
-                 .values(finished_at=finished, digest_path=str(path)))
+    statement = (
+        update(Batch)
+        .where(col(Batch.id) == batch.id, col(Batch.finished_at).is_(None))
+        .values(finished_at=finished, digest_path=str(path))
+    )
     with db.session(settings) as session:
         won = bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
     return str(path) if won else None
@@ -98,11 +118,13 @@ def digest(batch: Batch, jobs: list[Job], folder: Path, finished: datetime) -> s
     tally = counts(jobs)
     tokens = sum(j.total_tokens or 0 for j in jobs)
     lines = [
-        f"# Batch: {batch.name}", "",
+        f"# Batch: {batch.name}",
+        "",
         f"- Batch: `{batch.id}`" + (f" (schedule firing due {batch.due_at.isoformat()})" if batch.due_at else ""),
         f"- Jobs: {len(jobs)} — " + ", ".join(f"{status}: {n}" for status, n in sorted(tally.items())),
         f"- Duration: {display.duration_text((finished - batch.created_at).total_seconds())}",
-        f"- Tokens: {tokens:,}", "",
+        f"- Tokens: {tokens:,}",
+        "",
     ]
     for number, job in enumerate(jobs, 1):
         lines += _entry(number, job, folder)

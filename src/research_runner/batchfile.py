@@ -112,8 +112,12 @@ def _item(source: str, number: int, record: dict[str, Any]) -> Item:
         raise LineError(source, number, "the question is empty")
     if len(question.strip()) > MAX_QUESTION_CHARS:
         raise LineError(source, number, f"the question is longer than {MAX_QUESTION_CHARS} characters")
-    return Item(question.strip(), _agent(source, number, record.get("agent")), _tags(source, number, record),
-                _key(source, number, record.get("idempotency_key")))
+    return Item(
+        question.strip(),
+        _agent(source, number, record.get("agent")),
+        _tags(source, number, record),
+        _key(source, number, record.get("idempotency_key")),
+    )
 
 
 def _agent(source: str, number: int, agent: Any) -> str | None:

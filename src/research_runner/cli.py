@@ -13,10 +13,10 @@ import click
 from pydantic import SecretStr
 from rich.console import Console
 
+from research_emulator.cli import emulator_command
 from research_runner import batches, db, display, jobs
 from research_runner.config import Settings, load_settings
 from research_runner.constants import AGENTS, JobStatus
-from research_emulator.cli import emulator_command
 from research_runner.exceptions import InvalidInput, ResearchError
 from research_runner.models import Job
 
@@ -47,8 +47,12 @@ class ResearchGroup(click.Group):
             raise (BadUsage if exc.exit_code == BadUsage.exit_code else Failure)(str(exc)) from None
 
     def main(  # type: ignore[override]
-        self, args: list[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-        standalone_mode: bool = True, **extra: Any,
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
@@ -73,10 +77,18 @@ def connection_options(func: F) -> F:
     options = [
         click.option("--database-url", envvar="RESEARCH_DATABASE_URL", help="SQLAlchemy URL of the job database."),
         click.option("--broker-url", envvar="RESEARCH_BROKER_URL", help="Celery broker URL (redis://… or sqla+…)."),
-        click.option("--reports-dir", envvar="RESEARCH_REPORTS_DIR", type=click.Path(path_type=Path),
-                     help="Folder for Markdown reports."),
-        click.option("--data-dir", envvar="RESEARCH_DATA_DIR", type=click.Path(path_type=Path),
-                     help="Folder for the embedded SQLite database and broker."),
+        click.option(
+            "--reports-dir",
+            envvar="RESEARCH_REPORTS_DIR",
+            type=click.Path(path_type=Path),
+            help="Folder for Markdown reports.",
+        ),
+        click.option(
+            "--data-dir",
+            envvar="RESEARCH_DATA_DIR",
+            type=click.Path(path_type=Path),
+            help="Folder for the embedded SQLite database and broker.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -88,8 +100,12 @@ def json_option(func: F) -> F:
 
 
 def agent_option(func: F) -> F:
-    return click.option("--agent", default=None, metavar="AGENT",
-                        help=f"Deep Research agent: {', '.join(AGENTS)} (default: RESEARCH_AGENT).")(func)
+    return click.option(
+        "--agent",
+        default=None,
+        metavar="AGENT",
+        help=f"Deep Research agent: {', '.join(AGENTS)} (default: RESEARCH_AGENT).",
+    )(func)
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -158,8 +174,11 @@ def _finish(job: Job, as_json: bool) -> None:
 @click.argument("question")
 @agent_option
 @click.option("--wait", is_flag=True, help="Stay until the job ends, showing progress.")
-@click.option("--idempotency-key", metavar="KEY",
-              help="Submitting again with the same key returns the first job instead of starting another.")
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Submitting again with the same key returns the first job instead of starting another.",
+)
 @json_option
 @click.pass_context
 @with_database
@@ -208,8 +227,11 @@ def _run_settings(settings: Settings, emulator: bool | None) -> Iterator[Setting
 @cli.command()
 @click.argument("question")
 @agent_option
-@click.option("--emulator/--no-emulator", default=None,
-              help="Run against a private local emulator (default: only when no API key is set).")
+@click.option(
+    "--emulator/--no-emulator",
+    default=None,
+    help="Run against a private local emulator (default: only when no API key is set).",
+)
 @json_option
 @click.pass_context
 @with_database
@@ -239,8 +261,9 @@ def _interrupted(settings: Settings, run_settings: Settings, job_id: str) -> Non
         # The private emulator dies with this process, and its interaction with it.
         jobs.abandon(settings, job_id, "interrupted; the private emulator stopped with `research run`")
         return
-    click.echo(f"Job {job_id[:8]} goes on: a `research worker` will finish it, or `research cancel {job_id[:8]}`.",
-               err=True)
+    click.echo(
+        f"Job {job_id[:8]} goes on: a `research worker` will finish it, or `research cancel {job_id[:8]}`.", err=True
+    )
 
 
 @cli.command("list")
@@ -341,10 +364,17 @@ def retry(ctx: click.Context, job_id: str) -> None:
 
 
 @cli.command()
-@click.option("--concurrency", type=click.IntRange(1, 512),
-              help="Worker processes or threads (default: RESEARCH_WORKER_CONCURRENCY).")
-@click.option("--beat/--no-beat", default=True, show_default=True,
-              help="Also run the dispatch tick in this worker (turn off when a `research scheduler` runs).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    help="Worker processes or threads (default: RESEARCH_WORKER_CONCURRENCY).",
+)
+@click.option(
+    "--beat/--no-beat",
+    default=True,
+    show_default=True,
+    help="Also run the dispatch tick in this worker (turn off when a `research scheduler` runs).",
+)
 @click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Celery pool.")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context

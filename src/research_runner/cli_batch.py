@@ -43,10 +43,16 @@ def batch_group() -> None:
 
 
 def batch_dict(batch: Batch, jobs: list[Any]) -> dict[str, Any]:
-    return {"id": batch.id, "name": batch.name, "source": batch.source, "job_count": batch.job_count,
-            "counts": dict(batches.counts(jobs)), "digest_path": batch.digest_path,
-            "created_at": batch.created_at.isoformat(),
-            "finished_at": batch.finished_at.isoformat() if batch.finished_at else None}
+    return {
+        "id": batch.id,
+        "name": batch.name,
+        "source": batch.source,
+        "job_count": batch.job_count,
+        "counts": dict(batches.counts(jobs)),
+        "digest_path": batch.digest_path,
+        "created_at": batch.created_at.isoformat(),
+        "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+    }
 
 
 @batch_group.command("submit")
@@ -57,8 +63,9 @@ def batch_dict(batch: Batch, jobs: list[Any]) -> dict[str, Any]:
 @json_option
 @click.pass_context
 @with_database
-def batch_submit(ctx: click.Context, file: Path, name: str | None, agent: str | None, wait: bool,
-                 as_json: bool) -> None:
+def batch_submit(
+    ctx: click.Context, file: Path, name: str | None, agent: str | None, wait: bool, as_json: bool
+) -> None:
     """Queue every question of a text, CSV or JSON Lines file as one batch.
 
     \b
@@ -76,8 +83,10 @@ def batch_submit(ctx: click.Context, file: Path, name: str | None, agent: str | 
         with db.session(settings) as session:
             batch, skipped = batches.add(session, name or file.stem, items, default_agent, source=str(file))
     except IntegrityError:
-        raise InvalidInput("another batch with the same idempotency keys was submitted at the same time; "
-                           "run `research batch status` on it, or submit again to skip its keys") from None
+        raise InvalidInput(
+            "another batch with the same idempotency keys was submitted at the same time; "
+            "run `research batch status` on it, or submit again to skip its keys"
+        ) from None
     if wait:
         batch = _wait(settings, batch)
     found = batches.jobs_of(settings, batch.id)
@@ -153,12 +162,24 @@ def _next_run(schedule: Schedule) -> str:
 @click.option("--file", type=click.Path(path_type=Path), help="A batch file whose questions each firing asks.")
 @agent_option
 @click.option("--timezone", default="UTC", show_default=True, help="IANA time zone the cron times are in.")
-@click.option("--catch-up/--no-catch-up", default=True, show_default=True,
-              help="After downtime, fire a missed time once (or skip it).")
+@click.option(
+    "--catch-up/--no-catch-up",
+    default=True,
+    show_default=True,
+    help="After downtime, fire a missed time once (or skip it).",
+)
 @click.pass_context
 @with_database
-def schedule_add(ctx: click.Context, name: str, cron: str, queries: tuple[str, ...], file: Path | None,
-                 agent: str | None, timezone: str, catch_up: bool) -> None:
+def schedule_add(
+    ctx: click.Context,
+    name: str,
+    cron: str,
+    queries: tuple[str, ...],
+    file: Path | None,
+    agent: str | None,
+    timezone: str,
+    catch_up: bool,
+) -> None:
     """Add a schedule.
 
     \b
@@ -188,11 +209,14 @@ def schedule_list(ctx: click.Context) -> None:
         click.echo("No schedules.")
         return
     rows = [("NAME", "CRON", "STATE", "NEXT RUN", "QUESTIONS")]
-    rows += [(s.name, s.cron, "paused" if s.paused else "active", _next_run(s), str(len(schedules.items_of(s))))
-             for s in found]
+    rows += [
+        (s.name, s.cron, "paused" if s.paused else "active", _next_run(s), str(len(schedules.items_of(s))))
+        for s in found
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    click.echo("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                         for row in rows))
+    click.echo(
+        "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    )
 
 
 @schedule_group.command("show")
@@ -208,10 +232,16 @@ def schedule_show(ctx: click.Context, name: str) -> None:
     """
     s = schedules.find(settings_of(ctx), name)
     last = s.last_run_at.isoformat() if s.last_run_at else "never"
-    lines = [f"name:           {s.name}", f"cron:           {s.cron} ({s.timezone})",
-             f"state:          {'paused' if s.paused else 'active'}", f"next run:       {_next_run(s)}",
-             f"last run:       {last}", f"catch up:       {'yes' if s.catch_up else 'no'}",
-             f"agent:          {s.agent}", "questions:"]
+    lines = [
+        f"name:           {s.name}",
+        f"cron:           {s.cron} ({s.timezone})",
+        f"state:          {'paused' if s.paused else 'active'}",
+        f"next run:       {_next_run(s)}",
+        f"last run:       {last}",
+        f"catch up:       {'yes' if s.catch_up else 'no'}",
+        f"agent:          {s.agent}",
+        "questions:",
+    ]
     lines += [f"  - {item.question}" for item in schedules.items_of(s)]
     click.echo("\n".join(lines))
 

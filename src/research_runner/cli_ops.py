@@ -15,8 +15,12 @@ if TYPE_CHECKING:
 
 @cli.command("flower")
 @click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True, help="Port to serve on.")
-@click.option("--address", default="127.0.0.1", show_default=True,
-              help="Interface to listen on (0.0.0.0 for every interface, e.g. in a container).")
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (0.0.0.0 for every interface, e.g. in a container).",
+)
 @click.option("--no-auth", is_flag=True, help="Serve without a login; only on a network you trust.")
 @click.pass_context
 def flower_command(ctx: click.Context, port: int, address: str, no_auth: bool) -> None:
@@ -37,8 +41,13 @@ def flower_command(ctx: click.Context, port: int, address: str, no_auth: bool) -
 @cli.command("watch")
 @click.argument("job_id", metavar="[JOB]", required=False)
 @click.option("--once", is_flag=True, help="Print the running jobs once and exit (without JOB).")
-@click.option("--interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True,
-              help="Seconds between refreshes of the running jobs.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.2, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes of the running jobs.",
+)
 @click.pass_context
 @with_database
 def watch_command(ctx: click.Context, job_id: str | None, once: bool, interval: float) -> None:

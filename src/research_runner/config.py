@@ -24,9 +24,7 @@ class Settings(BaseSettings):
     reports_dir: Path = Path("reports")
     gemini_base_url: str | None = None
     # The key is read from Google's own variable names and from nowhere else.
-    api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
-    )
+    api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY"))
     agent: str = DEFAULT_AGENT
     poll_initial: float = Field(default=10.0, gt=0)
     poll_multiplier: float = Field(default=1.5, ge=1)
@@ -88,14 +86,19 @@ class Settings(BaseSettings):
         return self.broker_url.startswith("sqla+")
 
     def ensure_dirs(self) -> None:
-        folders = [Path(url.removeprefix("sqlite:///")).parent
-                   for url in (self.database_url, self.broker_url.removeprefix("sqla+")) if url.startswith("sqlite:///")]
+        folders = [
+            Path(url.removeprefix("sqlite:///")).parent
+            for url in (self.database_url, self.broker_url.removeprefix("sqla+"))
+            if url.startswith("sqlite:///")
+        ]
         for folder in [*folders, self.reports_dir]:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise InvalidInput(f"cannot create the folder {folder} ({exc.strerror}); check RESEARCH_DATA_DIR "
-                                   "and RESEARCH_REPORTS_DIR") from None
+                raise InvalidInput(
+                    f"cannot create the folder {folder} ({exc.strerror}); check RESEARCH_DATA_DIR "
+                    "and RESEARCH_REPORTS_DIR"
+                ) from None
 
 
 def check_agent(agent: str) -> str:

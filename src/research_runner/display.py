@@ -91,11 +91,22 @@ def jobs_table(jobs: list[Job]) -> Table:
 
 def status_card(job: Job) -> str:
     rows = [
-        ("id", job.id), ("status", job.status), ("question", job.question), ("agent", job.agent),
-        ("interaction", job.interaction_id), ("created", job.created_at), ("submitted", job.submitted_at),
-        ("finished", job.finished_at), ("elapsed", elapsed(job)), ("polls", job.poll_count),
-        ("tokens", job.total_tokens), ("latest thought", job.last_thought), ("title", job.report_title),
-        ("report", job.report_path), ("retry of", job.retry_of), ("error", job.error),
+        ("id", job.id),
+        ("status", job.status),
+        ("question", job.question),
+        ("agent", job.agent),
+        ("interaction", job.interaction_id),
+        ("created", job.created_at),
+        ("submitted", job.submitted_at),
+        ("finished", job.finished_at),
+        ("elapsed", elapsed(job)),
+        ("polls", job.poll_count),
+        ("tokens", job.total_tokens),
+        ("latest thought", job.last_thought),
+        ("title", job.report_title),
+        ("report", job.report_path),
+        ("retry of", job.retry_of),
+        ("error", job.error),
     ]
     return "\n".join(f"{name + ':':<16}{value}" for name, value in rows if value not in (None, ""))
 

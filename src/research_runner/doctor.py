@@ -61,9 +61,13 @@ def run_checks(settings: Settings) -> Iterator[Check]:
 def check_settings(settings: Settings) -> Check:
     # Invalid settings never get here: loading them fails first, naming the variable.
     embedded = " (embedded: one machine only)" if settings.embedded else ""
-    return Check("settings", OK, f"broker {redact_url(settings.broker_url)}{embedded}, "
-                                 f"database {redact_url(settings.database_url)}, reports {settings.reports_dir}, "
-                                 f"agent {settings.agent}")
+    return Check(
+        "settings",
+        OK,
+        f"broker {redact_url(settings.broker_url)}{embedded}, "
+        f"database {redact_url(settings.database_url)}, reports {settings.reports_dir}, "
+        f"agent {settings.agent}",
+    )
 
 
 def check_broker(settings: Settings, app: Celery) -> Check:
@@ -73,8 +77,12 @@ def check_broker(settings: Settings, app: Celery) -> Check:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=BROKER_TIMEOUT)
     except (BrokerError, OSError) as exc:
-        return Check("broker", FAIL, f"cannot connect to {url} ({exc})",
-                     "start the broker (e.g. `redis-server`) or correct RESEARCH_BROKER_URL")
+        return Check(
+            "broker",
+            FAIL,
+            f"cannot connect to {url} ({exc})",
+            "start the broker (e.g. `redis-server`) or correct RESEARCH_BROKER_URL",
+        )
     return Check("broker", OK, f"{url} answers")
 
 
@@ -85,15 +93,24 @@ def check_database(settings: Settings) -> Check:
         current, head = db.current_revision(engine), db.head_revision(engine)
     except (OperationalError, OSError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return Check("database", FAIL, f"cannot use {url} ({reason})",
-                     "start the database server or correct RESEARCH_DATABASE_URL")
+        return Check(
+            "database",
+            FAIL,
+            f"cannot use {url} ({reason})",
+            "start the database server or correct RESEARCH_DATABASE_URL",
+        )
     if current == head:
         return Check("database", OK, f"{url}, schema at revision {head}")
     if current is None:
-        return Check("database", WARN, f"{url} has no schema yet",
-                     "it is created on first use, or now with `research db upgrade`")
-    return Check("database", FAIL, f"{url}: schema at revision {current}, this version needs {head}",
-                 "run `research db upgrade`")
+        return Check(
+            "database",
+            WARN,
+            f"{url} has no schema yet",
+            "it is created on first use, or now with `research db upgrade`",
+        )
+    return Check(
+        "database", FAIL, f"{url}: schema at revision {current}, this version needs {head}", "run `research db upgrade`"
+    )
 
 
 def check_api_key(settings: Settings) -> Check:
@@ -107,16 +124,25 @@ def check_api(settings: Settings) -> Check:
     from research_runner.gateway import Gateway  # the SDK is imported only when the API is asked
 
     where = settings.gemini_base_url or "Google's Interactions API"
-    quick = settings.model_copy(update={"get_attempts": 1, "request_timeout": min(settings.request_timeout,
-                                                                                      API_TIMEOUT)})
+    quick = settings.model_copy(
+        update={"get_attempts": 1, "request_timeout": min(settings.request_timeout, API_TIMEOUT)}
+    )
     try:
         Gateway(quick).check_access()
     except PermanentError as exc:
-        return Check("api", FAIL, f"{where} refused the request ({exc})",
-                     "check GEMINI_API_KEY (and RESEARCH_GEMINI_BASE_URL if set)")
+        return Check(
+            "api",
+            FAIL,
+            f"{where} refused the request ({exc})",
+            "check GEMINI_API_KEY (and RESEARCH_GEMINI_BASE_URL if set)",
+        )
     except GatewayError as exc:
-        return Check("api", FAIL, f"cannot reach {where} ({exc})",
-                     "check the network, or RESEARCH_GEMINI_BASE_URL and that the emulator runs")
+        return Check(
+            "api",
+            FAIL,
+            f"cannot reach {where} ({exc})",
+            "check the network, or RESEARCH_GEMINI_BASE_URL and that the emulator runs",
+        )
     return Check("api", OK, f"{where} answers and accepts the key")
 
 
@@ -127,15 +153,23 @@ def check_reports(settings: Settings) -> Check:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-") as probe:
             probe.write(b"ok")
     except OSError as exc:
-        return Check("reports", FAIL, f"cannot write to {folder} ({exc.strerror or exc})",
-                     "give this user write access to the folder, or set RESEARCH_REPORTS_DIR")
+        return Check(
+            "reports",
+            FAIL,
+            f"cannot write to {folder} ({exc.strerror or exc})",
+            "give this user write access to the folder, or set RESEARCH_REPORTS_DIR",
+        )
     return Check("reports", OK, f"{folder} is writable")
 
 
 def check_worker(settings: Settings, app: Celery, broker_ok: bool) -> Check:
     if settings.embedded:
-        return Check("worker", WARN, "cannot check on the embedded broker (it has no broadcast)",
-                     "`research list` shows whether queued jobs start")
+        return Check(
+            "worker",
+            WARN,
+            "cannot check on the embedded broker (it has no broadcast)",
+            "`research list` shows whether queued jobs start",
+        )
     if not broker_ok:
         return Check("worker", SKIP, "the broker cannot be reached, so no worker can be asked")
     try:
@@ -144,6 +178,10 @@ def check_worker(settings: Settings, app: Celery, broker_ok: bool) -> Check:
         return Check("worker", FAIL, f"could not ask the workers ({exc})", "check the broker")
     names = sorted(name for reply in replies for name in reply)
     if not names:
-        return Check("worker", FAIL, f"no worker answered within {PING_TIMEOUT:g} s",
-                     "start one with `research worker` (or `docker compose up -d worker`)")
+        return Check(
+            "worker",
+            FAIL,
+            f"no worker answered within {PING_TIMEOUT:g} s",
+            "start one with `research worker` (or `docker compose up -d worker`)",
+        )
     return Check("worker", OK, f"{len(names)} answered: {', '.join(names)}")

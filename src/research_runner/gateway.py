@@ -180,8 +180,11 @@ def _reusing(build: Callable[..., type], serializers_module: str) -> Callable[..
     def create_model(name: str, /, **fields: Any) -> type:
         config = fields.get("__config__") or {}
         # repr too: typing treats Union[A, B] and Union[B, A] as equal, but pydantic may resolve them differently.
-        key = (name, tuple(sorted((k, v, repr(v)) for k, v in fields.items() if k != "__config__")),
-               tuple(sorted(config.items())))
+        key = (
+            name,
+            tuple(sorted((k, v, repr(v)) for k, v in fields.items() if k != "__config__")),
+            tuple(sorted(config.items())),
+        )
         fields.setdefault("__module__", serializers_module)  # pydantic would name this module instead
         try:
             hash(key)

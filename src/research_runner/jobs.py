@@ -64,8 +64,12 @@ def create(
     """Store a queued job. Its lease keeps the dispatcher away while the first step is sent directly."""
     now = utcnow()
     job = Job(
-        question=clean_question(question), agent=clean_agent(agent), retry_of=retry_of, created_at=now,
-        next_poll_at=now, lease_until=now + timedelta(seconds=settings.lease_seconds),
+        question=clean_question(question),
+        agent=clean_agent(agent),
+        retry_of=retry_of,
+        created_at=now,
+        next_poll_at=now,
+        lease_until=now + timedelta(seconds=settings.lease_seconds),
         idempotency_key=clean_key(idempotency_key),
     )
     with db.session(settings) as session:
@@ -79,7 +83,11 @@ def by_idempotency_key(settings: Settings, key: str) -> Job | None:
 
 
 def submit(
-    settings: Settings, question: str, agent: str, enqueue: Enqueue, retry_of: str | None = None,
+    settings: Settings,
+    question: str,
+    agent: str,
+    enqueue: Enqueue,
+    retry_of: str | None = None,
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """Store and enqueue a job; returns (job, True), or (the existing job, False) for a known idempotency key."""
@@ -138,8 +146,14 @@ def cancel(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway])
     if job.status not in ACTIVE_STATUSES:
         raise InvalidJobState(f"job {job.short_id} has already ended ({job.status}); there is nothing to cancel")
     if job.status == JobStatus.QUEUED and pipeline.transition(
-        settings, job.id, [JobStatus.QUEUED], status=JobStatus.CANCELLED, finished_at=utcnow(),
-        next_poll_at=None, lease_until=None, error="cancelled by the user before it started",
+        settings,
+        job.id,
+        [JobStatus.QUEUED],
+        status=JobStatus.CANCELLED,
+        finished_at=utcnow(),
+        next_poll_at=None,
+        lease_until=None,
+        error="cancelled by the user before it started",
     ):
         return _reload(settings, job.id)
     job = _await_interaction(settings, job.id)
@@ -163,15 +177,24 @@ def _cancel_waiting(settings: Settings, job: Job, gateway: Gateway) -> Job:
         snapshot = _ended_as(gateway, job.interaction_id)  # the API refuses to cancel what has ended: see how
     if snapshot is None:  # the API no longer knows the interaction either: nothing is left to stop
         pipeline.transition(
-            settings, job.id, [job.status], status=JobStatus.CANCELLED, finished_at=utcnow(),
+            settings,
+            job.id,
+            [job.status],
+            status=JobStatus.CANCELLED,
+            finished_at=utcnow(),
             error=f"cancelled by the user; the API no longer reports on interaction {job.interaction_id}",
         )
     elif snapshot.status in REMOTE_TERMINAL and snapshot.status != JobStatus.REQUIRES_ACTION:
         pipeline.finish(settings, job, snapshot, from_statuses=[job.status])
     else:  # still waiting, or a status we do not know: the user has decided, so it ends here
         pipeline.transition(
-            settings, job.id, [job.status], status=JobStatus.CANCELLED, remote_status=snapshot.status,
-            finished_at=utcnow(), error=f"cancelled by the user while it was {job.status}"
+            settings,
+            job.id,
+            [job.status],
+            status=JobStatus.CANCELLED,
+            remote_status=snapshot.status,
+            finished_at=utcnow(),
+            error=f"cancelled by the user while it was {job.status}"
             + (f"; before that: {job.error}" if job.error else ""),
         )
     return _reload(settings, job.id)
@@ -187,8 +210,14 @@ def _ended_as(gateway: Gateway, interaction_id: str) -> Snapshot | None:
 def abandon(settings: Settings, job_id: str, reason: str) -> None:
     """Mark an unfinished job cancelled without asking the API (its interaction is gone with its server)."""
     pipeline.transition(
-        settings, job_id, ACTIVE_STATUSES, status=JobStatus.CANCELLED, finished_at=utcnow(), next_poll_at=None,
-        lease_until=None, error=reason,
+        settings,
+        job_id,
+        ACTIVE_STATUSES,
+        status=JobStatus.CANCELLED,
+        finished_at=utcnow(),
+        next_poll_at=None,
+        lease_until=None,
+        error=reason,
     )
 
 

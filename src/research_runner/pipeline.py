@@ -44,9 +44,7 @@ def transition(settings: Settings, job_id: str, from_statuses: Iterable[str], **
     """Apply `values` only if the job is still in one of `from_statuses`; True if it was."""
     values.setdefault("updated_at", utcnow())
     statement = (
-        update(Job)
-        .where(col(Job.id) == job_id, col(Job.status).in_([str(s) for s in from_statuses]))
-        .values(**values)
+        update(Job).where(col(Job.id) == job_id, col(Job.status).in_([str(s) for s in from_statuses])).values(**values)
     )
     with db.session(settings) as session:
         return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
@@ -87,8 +85,13 @@ def claim_due(settings: Settings, now: datetime | None = None) -> list[tuple[str
         or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now),
     )
     # SKIP LOCKED: two dispatchers claim disjoint rows instead of deadlocking (PostgreSQL; SQLite serialises).
-    candidates = (select(col(Job.id)).where(due).order_by(col(Job.next_poll_at)).limit(DISPATCH_BATCH)
-                  .with_for_update(skip_locked=True))
+    candidates = (
+        select(col(Job.id))
+        .where(due)
+        .order_by(col(Job.next_poll_at))
+        .limit(DISPATCH_BATCH)
+        .with_for_update(skip_locked=True)
+    )
     statement = (
         update(Job)
         .where(col(Job.id).in_(candidates.scalar_subquery()), due)
@@ -150,7 +153,9 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
         _requeue(settings, job, f"create not accepted yet, will try again: {exc}", delay)
     except CreateOutcomeUnknown as exc:
         _needs_attention(
-            settings, job_id, JobStatus.SUBMITTING,
+            settings,
+            job_id,
+            JobStatus.SUBMITTING,
             f"the create request may have started an interaction ({exc}); no second one was started "
             "automatically. Run `research retry JOB` to start anew.",
         )
@@ -159,9 +164,15 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
     else:
         now = utcnow()
         if not transition(
-            settings, job_id, [JobStatus.SUBMITTING], status=JobStatus.RUNNING, interaction_id=interaction_id,
-            submitted_at=now, next_poll_at=now + timedelta(seconds=backoff_delay(settings, 0)),
-            lease_until=None, error=None,
+            settings,
+            job_id,
+            [JobStatus.SUBMITTING],
+            status=JobStatus.RUNNING,
+            interaction_id=interaction_id,
+            submitted_at=now,
+            next_poll_at=now + timedelta(seconds=backoff_delay(settings, 0)),
+            lease_until=None,
+            error=None,
         ):
             _keep_late_interaction(settings, job_id, interaction_id)
 
@@ -178,7 +189,10 @@ def _keep_late_interaction(settings: Settings, job_id: str, interaction_id: str)
     """The job was given up on while its create was still running: record the interaction it did start."""
     log.error("job %s: create returned interaction %s after the job was given up on", job_id[:8], interaction_id)
     transition(
-        settings, job_id, [JobStatus.NEEDS_ATTENTION], interaction_id=interaction_id,
+        settings,
+        job_id,
+        [JobStatus.NEEDS_ATTENTION],
+        interaction_id=interaction_id,
         error=f"the create finished late and started interaction {interaction_id}; polling did not start. "
         "Run `research retry JOB` only if you want a second one.",
     )
@@ -194,8 +208,9 @@ def poll(settings: Settings, gateway: Gateway, job_id: str) -> Polled | None:
 Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
-def _each(mapper: Mapper, items: list[Any], step: Callable[[Any], Any], job_id_of: Callable[[Any], str]
-          ) -> tuple[list[Any], list[Exception]]:
+def _each(
+    mapper: Mapper, items: list[Any], step: Callable[[Any], Any], job_id_of: Callable[[Any], str]
+) -> tuple[list[Any], list[Exception]]:
     """Run `step` on every item; a failure is logged, returned (its result is None) and costs the others nothing."""
     failures: list[Exception] = []
 
@@ -223,8 +238,9 @@ def poll_many(
     """Poll several jobs: one query loads them, then each is asked and recorded on its own (None: not polled)."""
     found = load_many(settings, job_ids)
     pending: list[dict[str, Any]] = []  # jobs still running: rescheduled together in one round trip
-    results, failures = _each(mapper, found, lambda job: poll_job(settings, gateway, job, pending),
-                              lambda job: str(job.id))
+    results, failures = _each(
+        mapper, found, lambda job: poll_job(settings, gateway, job, pending), lambda job: str(job.id)
+    )
     polled = dict(zip([job.id for job in found], results, strict=True))
     _reschedule_all(settings, pending)  # the others' schedules are written even when one job failed
     if failures:
@@ -270,7 +286,10 @@ def _time_out(settings: Settings, gateway: Gateway, job: Job) -> None:
     except GatewayError as exc:
         log.warning("job %s: cancelling the timed-out interaction failed: %s", job.short_id, exc)
     _end_without_report(
-        settings, job.id, JobStatus.RUNNING, JobStatus.TIMED_OUT,
+        settings,
+        job.id,
+        JobStatus.RUNNING,
+        JobStatus.TIMED_OUT,
         f"no result after {settings.max_research_minutes:g} minutes (RESEARCH_MAX_RESEARCH_MINUTES); "
         "the interaction was cancelled",
     )
@@ -293,11 +312,15 @@ def record(settings: Settings, job: Job, snapshot: Snapshot, pending: list[dict[
         if pending is None:
             transition(settings, job.id, [JobStatus.RUNNING], **values)
         else:
-            pending.append({f"new_{key}": value for key, value in values.items()}
-                           | {"job_id": job.id, "polls_before": job.poll_count})
+            pending.append(
+                {f"new_{key}": value for key, value in values.items()}
+                | {"job_id": job.id, "polls_before": job.poll_count}
+            )
     else:
         _needs_attention(
-            settings, job.id, JobStatus.RUNNING,
+            settings,
+            job.id,
+            JobStatus.RUNNING,
             f"the API reported status {snapshot.status!r}, which this version does not know; polling stopped",
         )
 
@@ -309,11 +332,21 @@ def finish(settings: Settings, job: Job, snapshot: Snapshot, from_statuses: Iter
     report = reports.render(job, snapshot, finished_at) if snapshot.text.strip() else None
     path = reports.save(report, settings.reports_dir) if report else None
     won = transition(
-        settings, job.id, from_statuses, status=status, remote_status=snapshot.status,
-        finished_at=finished_at, next_poll_at=None, lease_until=None, error=_outcome_error(status, snapshot),
-        last_thought=snapshot.last_thought or job.last_thought, poll_count=job.poll_count + 1,
-        report_title=report.title if report else None, report_markdown=report.markdown if report else None,
-        report_path=str(path) if path else None, **_usage_columns(snapshot),
+        settings,
+        job.id,
+        from_statuses,
+        status=status,
+        remote_status=snapshot.status,
+        finished_at=finished_at,
+        next_poll_at=None,
+        lease_until=None,
+        error=_outcome_error(status, snapshot),
+        last_thought=snapshot.last_thought or job.last_thought,
+        poll_count=job.poll_count + 1,
+        report_title=report.title if report else None,
+        report_markdown=report.markdown if report else None,
+        report_path=str(path) if path else None,
+        **_usage_columns(snapshot),
     )
     if not won and path is not None:
         _drop_orphan(settings, job.id, path)
@@ -369,8 +402,11 @@ _RESCHEDULE_MANY = (
     update(Job)
     # poll_count as it was loaded: a poll of the same job that finished in the meantime (a batch can outlast
     # its lease, and the job be handed out again) has moved it on, and its newer schedule stands.
-    .where(col(Job.id) == bindparam("job_id"), col(Job.status) == JobStatus.RUNNING,
-           col(Job.poll_count) == bindparam("polls_before"))
+    .where(
+        col(Job.id) == bindparam("job_id"),
+        col(Job.status) == JobStatus.RUNNING,
+        col(Job.poll_count) == bindparam("polls_before"),
+    )
     .values({name: bindparam(f"new_{name}") for name in _RESCHEDULED})
 )
 
@@ -385,22 +421,37 @@ def _reschedule_all(settings: Settings, pending: list[dict[str, Any]]) -> None:
 def _requeue(settings: Settings, job: Job, error: str, delay: float) -> None:
     # poll_count counts every API call for the job, so repeated refused creates back off too.
     transition(
-        settings, job.id, [JobStatus.SUBMITTING], status=JobStatus.QUEUED, lease_until=None, error=error,
-        next_poll_at=utcnow() + timedelta(seconds=delay), poll_count=job.poll_count + 1,
+        settings,
+        job.id,
+        [JobStatus.SUBMITTING],
+        status=JobStatus.QUEUED,
+        lease_until=None,
+        error=error,
+        next_poll_at=utcnow() + timedelta(seconds=delay),
+        poll_count=job.poll_count + 1,
     )
 
 
 def _needs_attention(settings: Settings, job_id: str, from_status: JobStatus, error: str) -> None:
     transition(
-        settings, job_id, [from_status], status=JobStatus.NEEDS_ATTENTION, lease_until=None, next_poll_at=None,
+        settings,
+        job_id,
+        [from_status],
+        status=JobStatus.NEEDS_ATTENTION,
+        lease_until=None,
+        next_poll_at=None,
         error=error,
     )
 
 
-def _end_without_report(
-    settings: Settings, job_id: str, from_status: JobStatus, status: JobStatus, error: str
-) -> None:
+def _end_without_report(settings: Settings, job_id: str, from_status: JobStatus, status: JobStatus, error: str) -> None:
     transition(
-        settings, job_id, [from_status], status=status, finished_at=utcnow(), lease_until=None, next_poll_at=None,
+        settings,
+        job_id,
+        [from_status],
+        status=status,
+        finished_at=utcnow(),
+        lease_until=None,
+        next_poll_at=None,
         error=error,
     )

@@ -32,10 +32,11 @@ def acquire(settings: Settings, now: datetime | None = None) -> float:
     mine = col(ApiBudget.name) == API_BUDGET_NAME
     limit = settings.api_requests_per_minute
     statements = [
-        update(ApiBudget).where(mine, not_blocked, col(ApiBudget.window_start) < window)
+        update(ApiBudget)
+        .where(mine, not_blocked, col(ApiBudget.window_start) < window)
         .values(window_start=window, used=1),
-        update(ApiBudget).where(mine, not_blocked, col(ApiBudget.window_start) == window,
-                                col(ApiBudget.used) < (limit or 2**31 - 1))
+        update(ApiBudget)
+        .where(mine, not_blocked, col(ApiBudget.window_start) == window, col(ApiBudget.used) < (limit or 2**31 - 1))
         .values(used=col(ApiBudget.used) + 1),
     ]
     with db.session(settings) as session:
@@ -55,8 +56,10 @@ def block(settings: Settings, seconds: float, now: datetime | None = None) -> No
     until = (now or utcnow()) + timedelta(seconds=seconds)
     statement = (
         update(ApiBudget)
-        .where(col(ApiBudget.name) == API_BUDGET_NAME,
-               or_(col(ApiBudget.blocked_until).is_(None), col(ApiBudget.blocked_until) < until))
+        .where(
+            col(ApiBudget.name) == API_BUDGET_NAME,
+            or_(col(ApiBudget.blocked_until).is_(None), col(ApiBudget.blocked_until) < until),
+        )
         .values(blocked_until=until)
     )
     with db.session(settings) as session:

@@ -31,7 +31,7 @@ NAME_MAX_CHARS = 100
 def check_cron(expression: str) -> str:
     expression = " ".join(expression.split())
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
-        raise InvalidInput(f"invalid cron expression {expression!r}; use five fields, e.g. \"0 9 * * 1\"")
+        raise InvalidInput(f'invalid cron expression {expression!r}; use five fields, e.g. "0 9 * * 1"')
     return expression
 
 
@@ -69,17 +69,30 @@ def expand(items: list[Item], due: datetime, timezone: str) -> list[Item]:
     return [Item(i.question.format(**values), i.agent, i.tags, i.idempotency_key) for i in items]
 
 
-def add(settings: Settings, name: str, cron: str, items: list[Item], agent: str, timezone: str = "UTC",
-        catch_up: bool = True) -> Schedule:
+def add(
+    settings: Settings,
+    name: str,
+    cron: str,
+    items: list[Item],
+    agent: str,
+    timezone: str = "UTC",
+    catch_up: bool = True,
+) -> Schedule:
     if not name.strip() or len(name) > NAME_MAX_CHARS:
         raise InvalidInput(f"a schedule name needs 1 to {NAME_MAX_CHARS} characters")
     cron, _ = check_cron(cron), check_timezone(timezone)
     batches.require_items(items)
     for item in items:
         check_placeholders(item.question)
-    schedule = Schedule(name=name.strip(), cron=cron, timezone=timezone, agent=agent, catch_up=catch_up,
-                        items=json.dumps([i.to_json() for i in items]),
-                        next_run_at=next_after(cron, timezone, utcnow()))
+    schedule = Schedule(
+        name=name.strip(),
+        cron=cron,
+        timezone=timezone,
+        agent=agent,
+        catch_up=catch_up,
+        items=json.dumps([i.to_json() for i in items]),
+        next_run_at=next_after(cron, timezone, utcnow()),
+    )
     try:
         with db.session(settings) as session:
             session.add(schedule)
@@ -89,8 +102,10 @@ def add(settings: Settings, name: str, cron: str, items: list[Item], agent: str,
 
 
 def items_of(schedule: Schedule) -> list[Item]:
-    return [Item(d["question"], d.get("agent"), tuple(d.get("tags") or ()), d.get("idempotency_key"))
-            for d in json.loads(schedule.items)]
+    return [
+        Item(d["question"], d.get("agent"), tuple(d.get("tags") or ()), d.get("idempotency_key"))
+        for d in json.loads(schedule.items)
+    ]
 
 
 def all_schedules(settings: Settings) -> list[Schedule]:
@@ -135,8 +150,9 @@ def fire_due(settings: Settings, now: datetime | None = None) -> list[Batch]:
     """Fire every schedule whose time has come, once per due time, and move it to its next time."""
     now = now or utcnow()
     with db.session(settings) as session:
-        due = list(session.exec(select(Schedule).where(col(Schedule.paused).is_(False),
-                                                       col(Schedule.next_run_at) <= now)))
+        due = list(
+            session.exec(select(Schedule).where(col(Schedule.paused).is_(False), col(Schedule.next_run_at) <= now))
+        )
     fired = []
     for schedule in due:
         batch = _fire(settings, schedule, now)
@@ -147,9 +163,11 @@ def fire_due(settings: Settings, now: datetime | None = None) -> list[Batch]:
 
 def _fire(settings: Settings, schedule: Schedule, now: datetime) -> Batch | None:
     due = schedule.next_run_at
-    claim = (update(Schedule)
-             .where(col(Schedule.id) == schedule.id, col(Schedule.next_run_at) == due, col(Schedule.paused).is_(False))
-             .values(next_run_at=next_after(schedule.cron, schedule.timezone, now), last_run_at=due))
+    claim = (
+        update(Schedule)
+        .where(col(Schedule.id) == schedule.id, col(Schedule.next_run_at) == due, col(Schedule.paused).is_(False))
+        .values(next_run_at=next_after(schedule.cron, schedule.timezone, now), last_run_at=due)
+    )
     try:
         with db.session(settings) as session:
             if not session.execute(claim).rowcount:  # type: ignore[attr-defined]
@@ -166,8 +184,17 @@ def _fire(settings: Settings, schedule: Schedule, now: datetime) -> Batch | None
 
 def _batch_for(session: Session, schedule: Schedule, due: datetime, run_now: bool = False) -> tuple[Batch, int]:
     tag = f"run-now:{due.isoformat()}" if run_now else due.isoformat()
-    items = [Item(i.question, i.agent, i.tags, f"schedule:{schedule.id}:{tag}:{n}")
-             for n, i in enumerate(expand(items_of(schedule), due, schedule.timezone))]
+    items = [
+        Item(i.question, i.agent, i.tags, f"schedule:{schedule.id}:{tag}:{n}")
+        for n, i in enumerate(expand(items_of(schedule), due, schedule.timezone))
+    ]
     local = due.astimezone(ZoneInfo(schedule.timezone))
-    return batches.add(session, f"{schedule.name} {local:%Y-%m-%d %H:%M}", items, schedule.agent,
-                       source=f"schedule {schedule.name}", schedule_id=schedule.id, due_at=due)
+    return batches.add(
+        session,
+        f"{schedule.name} {local:%Y-%m-%d %H:%M}",
+        items,
+        schedule.agent,
+        source=f"schedule {schedule.name}",
+        schedule_id=schedule.id,
+        due_at=due,
+    )

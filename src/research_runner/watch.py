@@ -36,8 +36,14 @@ def jobs_table(shown: list[Job]) -> Table:
         table.add_column(column, no_wrap=column not in ("QUESTION", "LATEST THOUGHT"))
     for job in shown:
         # Text, not markup: questions and thoughts may contain [brackets].
-        cells = (job.short_id, job.status, display.elapsed(job), str(job.poll_count),
-                 display.preview(job.question, QUESTION_COLUMN), display.preview(job.last_thought, 100))
+        cells = (
+            job.short_id,
+            job.status,
+            display.elapsed(job),
+            str(job.poll_count),
+            display.preview(job.question, QUESTION_COLUMN),
+            display.preview(job.last_thought, 100),
+        )
         table.add_row(*(Text(cell) for cell in cells))
     return table
 
@@ -53,8 +59,7 @@ class LiveJobs:
 
     def __enter__(self) -> LiveJobs:
         if self.console.is_terminal:
-            self._live = Live(Text("starting…"), console=self.console, transient=self._transient,
-                              refresh_per_second=4)
+            self._live = Live(Text("starting…"), console=self.console, transient=self._transient, refresh_per_second=4)
             self._live.start()
         return self
 
@@ -78,8 +83,12 @@ class LiveJobs:
 
 
 def running_jobs(settings: Settings) -> list[Job]:
-    query = (select(Job).where(col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))
-             .order_by(col(Job.created_at)).limit(WATCH_LIMIT))
+    query = (
+        select(Job)
+        .where(col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))
+        .order_by(col(Job.created_at))
+        .limit(WATCH_LIMIT)
+    )
     with db.session(settings) as session:
         return list(session.exec(query))
 
@@ -109,8 +118,12 @@ def follow(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway],
         final = _print_stream(gateway_factory().stream(job.interaction_id), job, console)
         job = pipeline.load(settings, job.id) or job
         if job.status in ACTIVE_STATUSES:
-            console.print(Text(f"Job {job.short_id}: the interaction ended {final or 'without a status'}; "
-                               "a worker stores the outcome at its next poll"))
+            console.print(
+                Text(
+                    f"Job {job.short_id}: the interaction ended {final or 'without a status'}; "
+                    "a worker stores the outcome at its next poll"
+                )
+            )
             return final
     console.print(Text(display.outcome_line(job)))
     return job.status

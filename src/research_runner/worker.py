@@ -78,7 +78,8 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         # kombu hands these to SQLAlchemy: writers to the SQLite broker file wait for each other, not fail.
-        broker_transport_options={"connect_args": {"timeout": 30}} if settings.embedded
+        broker_transport_options={"connect_args": {"timeout": 30}}
+        if settings.embedded
         else {"queue_order_strategy": "priority"},  # Redis: read the queues in the order the worker lists them
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
@@ -116,8 +117,12 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         for name, status in ((TASK_POLL, JobStatus.RUNNING), (TASK_SUBMIT, JobStatus.QUEUED)):
             _send_in_batches(app, settings, name, [(job_id, start) for job_id, s, start in due if s == status])
         digests = batches.finalize_ready(settings)
-        return {"dispatched": len(due), "interrupted_creates": reaped, "schedules_fired": len(fired),
-                "digests_written": len(digests)}
+        return {
+            "dispatched": len(due),
+            "interrupted_creates": reaped,
+            "schedules_fired": len(fired),
+            "digests_written": len(digests),
+        }
 
 
 def _as_list(job_ids: list[str] | str) -> list[str]:
@@ -127,8 +132,9 @@ def _as_list(job_ids: list[str] | str) -> list[str]:
 def _send_in_batches(app: Celery, settings: Settings, name: str, due: list[tuple[str, str]]) -> None:
     for at in range(0, len(due), JOBS_PER_MESSAGE):
         batch = due[at : at + JOBS_PER_MESSAGE]
-        app.send_task(name, args=[[job_id for job_id, _ in batch]], argsrepr=task_label(batch),
-                      expires=settings.lease_seconds)
+        app.send_task(
+            name, args=[[job_id for job_id, _ in batch]], argsrepr=task_label(batch), expires=settings.lease_seconds
+        )
 
 
 def _poll_summary(settings: Settings, job_id: str, polled: pipeline.Polled | None) -> dict[str, Any]:
@@ -136,8 +142,12 @@ def _poll_summary(settings: Settings, job_id: str, polled: pipeline.Polled | Non
         return {"job_id": job_id, "status": "skipped"}
     log.info("job %s polled: %s (%.2f s late)", job_id[:8], polled.remote_status or "no answer", polled.lateness)
     if polled.remote_status in REMOTE_RUNNING:
-        return {"job_id": job_id, "status": JobStatus.RUNNING, "remote_status": polled.remote_status,
-                "lateness": round(polled.lateness, 3)}
+        return {
+            "job_id": job_id,
+            "status": JobStatus.RUNNING,
+            "remote_status": polled.remote_status,
+            "lateness": round(polled.lateness, 3),
+        }
     # It has ended, or the API did not answer (which may have timed it out): read back what is stored.
     return _summary(settings, job_id)
 
@@ -155,8 +165,13 @@ def _describe(job_id: str, job: Job | None, *, after_submit: bool = False) -> di
         log.info("job %s submitted: %s%s", job.short_id, job.status, created)
     summary = {"job_id": job.id, "status": job.status, "title": job.report_title, "report_path": job.report_path}
     if job.status in ENDED_STATUSES:
-        log.info("job %s finished: %s (polls: %d, report: %s)", job.short_id, job.status, job.poll_count,
-                 job.report_path or "none")
+        log.info(
+            "job %s finished: %s (polls: %d, report: %s)",
+            job.short_id,
+            job.status,
+            job.poll_count,
+            job.report_path or "none",
+        )
         summary["error"] = job.error
     return summary
 
@@ -202,16 +217,26 @@ def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None =
         job = pipeline.load(settings, job_id)
         question = job.question if job else ""
     with _broker(app, settings) as conn:
-        app.send_task(TASK_SUBMIT, args=[[job_id]], argsrepr=task_label([(job_id, question)]), connection=conn,
-                      retry=False, expires=settings.lease_seconds)
+        app.send_task(
+            TASK_SUBMIT,
+            args=[[job_id]],
+            argsrepr=task_label([(job_id, question)]),
+            connection=conn,
+            retry=False,
+            expires=settings.lease_seconds,
+        )
 
 
 def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None, loglevel: str) -> None:
     # The SDK's HTTP client logs every request at INFO: a line per poll, already told by our own job lines.
     for name in HTTP_CLIENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    argv = ["worker", f"--concurrency={settings.worker_concurrency}", f"--loglevel={loglevel}",
-            f"--queues={','.join(QUEUES_BY_PRIORITY)}"]
+    argv = [
+        "worker",
+        f"--concurrency={settings.worker_concurrency}",
+        f"--loglevel={loglevel}",
+        f"--queues={','.join(QUEUES_BY_PRIORITY)}",
+    ]
     if settings.task_events:
         argv.append("--events")
     if beat:
@@ -219,4 +244,3 @@ def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None,
     if pool:
         argv.append(f"--pool={pool}")
     app.worker_main(argv)
-
