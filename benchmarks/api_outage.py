@@ -37,10 +37,10 @@ import psycopg
 import redis
 from sqlmodel import select
 
-from research_runner import db, jobs
-from research_runner.config import Settings, load_settings
-from research_runner.constants import ACTIVE_STATUSES, DEFAULT_AGENT, JobStatus
-from research_runner.models import Job
+from research_runner import db, store
+from research_runner.constants import DEFAULT_AGENT
+from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
+from research_runner.settings import Settings, load_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_scale import (  # the sibling benchmark's process helpers
@@ -116,11 +116,16 @@ def main() -> None:
         )
         wait_for_log(tmp / "worker.log", "ready.", 60, worker)
         put_faults(url, FAULTS)
-        unleased = settings.model_copy(update={"lease_seconds": 1e-6})  # the dispatcher takes them at once
         rng = random.Random(5)
         ids = [
-            jobs.create(
-                unleased, f"Outage question {i} [[emulator duration={rng.uniform(low, high):.1f}]]", DEFAULT_AGENT
+            store.add(
+                settings,
+                store.new_job(
+                    settings,
+                    f"Outage question {i} [[emulator duration={rng.uniform(low, high):.1f}]]",
+                    DEFAULT_AGENT,
+                    held=False,
+                ),
             ).id
             for i in range(args.jobs)
         ]

@@ -40,7 +40,7 @@ def cpu_ms_per_call(call: Callable[[int], object], calls: int) -> float:
 def measure(url: str, mode: str, calls: int) -> dict[str, float]:
     """Runs in a child process: the gateway's calls, with or without reused classes."""
     from research_runner import gateway as gateway_module
-    from research_runner.config import Settings
+    from research_runner.settings import Settings
 
     if mode == MODES[0]:  # Gateway() installs the speed-up; make it a no-op to see the SDK as shipped
         gateway_module.reuse_sdk_model_classes = lambda: False

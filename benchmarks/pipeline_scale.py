@@ -43,13 +43,13 @@ from celery.utils.log import get_task_logger
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from research_runner import batches, db, jobs, pipeline
+from research_runner import batches, db, lifecycle, store
 from research_runner.batchfile import Item
-from research_runner.config import Settings, load_settings
-from research_runner.constants import ACTIVE_STATUSES, DEFAULT_AGENT, REMOTE_TERMINAL
+from research_runner.constants import DEFAULT_AGENT
 from research_runner.exceptions import RetryableError, ServiceUnavailable
 from research_runner.gateway import Gateway
-from research_runner.models import Job
+from research_runner.models import ACTIVE_STATUSES, REMOTE_TERMINAL, Job
+from research_runner.settings import Settings, load_settings
 
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
@@ -76,8 +76,8 @@ def baseline_app(settings: Settings, interval: float) -> Celery:
         if os.getpid() not in gateways:  # one SDK client per pool process, never shared across a fork
             gateways[os.getpid()] = Gateway(settings)
         gateway = gateways[os.getpid()]
-        pipeline.start(settings, gateway, job_id)  # create the interaction, as the notebook does first
-        job = pipeline.load(settings, job_id)
+        lifecycle.start(settings, gateway, job_id)  # create the interaction, as the notebook does first
+        job = store.load(settings, job_id)
         if job is None or not job.interaction_id:
             return
         gets = 0
@@ -89,7 +89,7 @@ def baseline_app(settings: Settings, interval: float) -> Celery:
                 time.sleep(interval)
                 continue
             if snapshot.status in REMOTE_TERMINAL:
-                pipeline.finish(settings, job, snapshot)
+                lifecycle.finish(settings, job, snapshot)
                 log.info("baseline job %s done after %d gets", job_id[:8], gets)
                 return
             time.sleep(interval)
@@ -291,10 +291,12 @@ def insert_jobs(settings: Settings, durations: list[float], how: str) -> dict[st
             rows = session.exec(select(Job.id, Job.question).where(col(Job.batch_id) == batch.id)).all()
         by_question = dict(zip(questions, durations, strict=True))
         return {job_id: by_question[question] for job_id, question in rows}
-    # One by one, as `research submit` does, with a lease that has already lapsed so the dispatcher takes the
-    # job at once (jobs.create leases it so that `research submit` can send the first step itself).
-    unleased = settings.model_copy(update={"lease_seconds": 1e-6})
-    return {jobs.create(unleased, q, DEFAULT_AGENT).id: d for q, d in zip(questions, durations, strict=True)}
+    # One by one, as `research submit` does, but not held: the dispatcher takes each job at once (submit holds
+    # a job so that it can send the first step itself).
+    return {
+        store.add(settings, store.new_job(settings, q, DEFAULT_AGENT, held=False)).id: d
+        for q, d in zip(questions, durations, strict=True)
+    }
 
 
 def worker_command(name: str, args: argparse.Namespace) -> list[str]:
@@ -426,7 +428,7 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
     else:  # each slot runs its jobs one after another: project from durations + the measured slot overhead
         overhead = (
             statistics.fmean(
-                r.finished_at.timestamp()
+                r.finished_at.timestamp()  # type: ignore[union-attr]
                 - r.submitted_at.timestamp()  # type: ignore[union-attr]
                 - phase.durations[r.id]
                 for r in done

@@ -15,8 +15,10 @@ import psycopg
 import pytest
 import redis
 
-from research_runner import db
-from research_runner.config import Settings, load_settings
+from research_runner import db, store
+from research_runner.constants import DEFAULT_AGENT
+from research_runner.models import Job
+from research_runner.settings import Settings, load_settings
 
 from emulator_support import *  # noqa: F403
 from emulator_support import poll_until
@@ -127,3 +129,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.stop()
+
+
+def create_job(settings: Settings, question: str, agent: str = DEFAULT_AGENT) -> Job:
+    """A queued job, stored as `research submit` stores one (held for its first step, which tests send)."""
+    return store.add(settings, store.new_job(settings, question, agent))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -12,22 +13,21 @@ from typing import Any
 import pytest
 import redis
 
-from research_runner import jobs, pipeline
-from research_runner.config import Settings
-from research_runner.constants import (
-    ACTIVE_STATUSES,
+from research_runner import lifecycle, store
+from research_runner.gateway import Gateway
+from research_runner.models import ACTIVE_STATUSES, REMOTE_RUNNING, Job, JobStatus, utcnow
+from research_runner.settings import Settings
+from research_runner.worker import (
     JOBS_PER_MESSAGE,
     QUEUES_BY_PRIORITY,
-    REMOTE_RUNNING,
     TASK_POLL,
     TASK_SUBMIT,
-    JobStatus,
+    create_app,
+    enqueue,
+    task_label,
 )
-from research_runner.gateway import Gateway
-from research_runner.models import Job, utcnow
-from research_runner.worker import create_app, enqueue, task_label
 
-from conftest import settings_from, wait_for
+from conftest import create_job, settings_from, wait_for
 
 AGENT = "deep-research-pro-preview-12-2025"
 
@@ -43,14 +43,14 @@ def settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def _all_ended(settings: Settings, ids: list[str]) -> list[Job] | None:
-    found = pipeline.load_many(settings, ids)
+    found = store.load_many(settings, ids)
     return found if len(found) == len(ids) and all(job.status not in ACTIVE_STATUSES for job in found) else None
 
 
 def _running(settings: Settings, gateway: Gateway, question: str) -> str:
-    job = jobs.create(settings, question, AGENT)
-    pipeline.start(settings, gateway, job.id)
-    started = pipeline.load(settings, job.id)
+    job = create_job(settings, question, AGENT)
+    lifecycle.start(settings, gateway, job.id)
+    started = store.load(settings, job.id)
     assert started is not None and started.status == JobStatus.RUNNING, started
     return job.id
 
@@ -60,16 +60,16 @@ def test_poll_many_records_each_job_and_skips_what_it_cannot_poll(settings: Sett
     done = _running(settings, gateway, "Ends at once [[emulator duration=0]]")
     busy = _running(settings, gateway, "Runs on [[emulator duration=600]]")
     failed = _running(settings, gateway, "Fails [[emulator outcome=failed duration=0]]")
-    queued = jobs.create(settings, "Not started yet", AGENT).id
+    queued = create_job(settings, "Not started yet", AGENT).id
 
     with ThreadPoolExecutor(max_workers=JOBS_PER_MESSAGE) as threads:
-        polled = pipeline.poll_many(settings, gateway, [done, "no-such-job", busy, queued, failed], threads.map)
+        polled = lifecycle.poll_many(settings, gateway, [done, "no-such-job", busy, queued, failed], threads.map)
 
     assert list(polled) == [done, "no-such-job", busy, queued, failed]
     assert polled["no-such-job"] is None and polled[queued] is None
     statuses = {job_id: p.remote_status for job_id, p in polled.items() if p}
     assert statuses.pop(busy) in REMOTE_RUNNING and statuses == {done: "completed", failed: "failed"}
-    stored = {job.id: job for job in pipeline.load_many(settings, [done, busy, failed, queued])}
+    stored = {job.id: job for job in store.load_many(settings, [done, busy, failed, queued])}
     assert stored[done].status == JobStatus.COMPLETED and stored[done].report_path
     assert stored[failed].status == JobStatus.FAILED and stored[failed].report_path is None
     assert stored[busy].status == JobStatus.RUNNING and stored[busy].poll_count == 1
@@ -96,9 +96,9 @@ def test_the_dispatcher_sends_due_creates_and_polls_in_batches(settings: Setting
     running = [
         _running(settings, gateway, f"Question {n} [[emulator duration=600]]") for n in range(JOBS_PER_MESSAGE + 2)
     ]
-    queued = [jobs.create(settings, f"Waiting {n}", AGENT).id for n in range(3)]
+    queued = [create_job(settings, f"Waiting {n}", AGENT).id for n in range(3)]
     for job_id in running + queued:  # all due now, none handed out
-        assert pipeline.transition(
+        assert store.transition(
             settings,
             job_id,
             [JobStatus.RUNNING, JobStatus.QUEUED],
@@ -106,15 +106,15 @@ def test_the_dispatcher_sends_due_creates_and_polls_in_batches(settings: Setting
             next_poll_at=utcnow() - timedelta(seconds=1),
         )
 
-    result = create_app(settings).tasks["research.dispatch"]()
+    result = create_app(settings).research_dispatch()
 
-    assert result["dispatched"] == len(running) + len(queued)
+    assert result.dispatched == len(running) + len(queued)
     sent = _queued_messages(settings)
     assert [m["task"] for m in sent] == [TASK_POLL, TASK_POLL, TASK_SUBMIT]  # polls are due now and quick
     assert sorted(sent[2]["args"][0]) == sorted(queued)
     batches = [m["args"][0] for m in sent[:2]]
     assert [len(b) for b in batches] == [JOBS_PER_MESSAGE, 2] and sorted(batches[0] + batches[1]) == sorted(running)
-    questions = {job.id: job.question for job in pipeline.load_many(settings, running + queued)}
+    questions = {job.id: job.question for job in store.load_many(settings, running + queued)}
     for message in sent:
         assert message["argsrepr"] == task_label([(job_id, questions[job_id]) for job_id in message["args"][0]])
 
@@ -123,10 +123,10 @@ def test_a_worker_creates_and_polls_a_batch_to_the_end(
     env: dict[str, str], settings: Settings, start_worker: Any, emulator: Any
 ) -> None:
     ids = [
-        jobs.create(settings, f"Batch job {n} [[emulator duration=0.5]]", AGENT).id for n in range(JOBS_PER_MESSAGE + 3)
+        create_job(settings, f"Batch job {n} [[emulator duration=0.5]]", AGENT).id for n in range(JOBS_PER_MESSAGE + 3)
     ]
     for job_id in ids:  # left for the dispatcher, so they go out in batches
-        assert pipeline.transition(settings, job_id, [JobStatus.QUEUED], lease_until=None)
+        assert store.transition(settings, job_id, [JobStatus.QUEUED], lease_until=None)
     worker = start_worker(env)
     ended = wait_for(lambda: _all_ended(settings, ids), 60, "every job of the batch to end")
     assert {job.status for job in ended} == {JobStatus.COMPLETED}, worker.log()
@@ -142,15 +142,15 @@ def test_a_worker_reads_polls_before_creates(
     running = [
         _running(settings, gateway, f"Polled first {n} [[emulator duration=600]]") for n in range(JOBS_PER_MESSAGE + 1)
     ]
-    queued = jobs.create(settings, "Created last [[emulator duration=600]]", AGENT)
+    queued = create_job(settings, "Created last [[emulator duration=600]]", AGENT)
     app = create_app(settings)
     enqueue(app, settings, queued.id, queued.question)  # the create is sent first...
     for job_id in running:
-        assert pipeline.transition(settings, job_id, [JobStatus.RUNNING], next_poll_at=utcnow() - timedelta(seconds=1))
-    assert app.tasks["research.dispatch"]()["dispatched"] == len(running)  # ...then two poll messages
+        assert store.transition(settings, job_id, [JobStatus.RUNNING], next_poll_at=utcnow() - timedelta(seconds=1))
+    assert app.research_dispatch().dispatched == len(running)  # ...then two poll messages
 
     worker = start_worker(env, "--concurrency", "1")
-    wait_for(lambda: jobs.find(settings, queued.id).status == JobStatus.RUNNING, 30, "the create")
+    wait_for(lambda: store.find(settings, queued.id).status == JobStatus.RUNNING, 30, "the create")
     received = [
         line.split("Task ")[1].split("[")[0]
         for line in worker.log().splitlines()
@@ -159,7 +159,7 @@ def test_a_worker_reads_polls_before_creates(
     assert received[:3] == ["research.poll", "research.poll", "research.submit"], received
 
 
-def test_a_job_that_fails_does_not_cost_its_batch_their_schedule(
+def test_an_unwritable_reports_folder_costs_neither_the_report_nor_the_batch(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = settings_from(env, monkeypatch)
@@ -167,14 +167,23 @@ def test_a_job_that_fails_does_not_cost_its_batch_their_schedule(
     ends = _running(settings, gateway, "Ends now [[emulator duration=0]]")
     runs = _running(settings, gateway, "Runs on [[emulator duration=600]]")
     shutil.rmtree(settings.reports_dir)
-    settings.reports_dir.write_text("")  # reports cannot be written now: finishing a job raises
+    settings.reports_dir.write_text("")  # reports cannot be written now
 
-    with pytest.raises(OSError):
-        pipeline.poll_many(settings, gateway, [ends, runs])
+    lifecycle.poll_many(settings, gateway, [ends, runs])
 
-    stored = {job.id: job for job in pipeline.load_many(settings, [ends, runs])}
+    stored = {job.id: job for job in store.load_many(settings, [ends, runs])}
     assert stored[runs].poll_count == 1 and stored[runs].remote_status in REMOTE_RUNNING  # rescheduled
-    assert stored[ends].status == JobStatus.RUNNING and stored[ends].poll_count == 0  # tried again later
+    done = stored[ends]
+    assert done.status == JobStatus.COMPLETED and done.next_poll_at is None  # no more polls: it is paid for
+    assert done.report_markdown and done.report_path is None
+    assert done.report_error is not None and done.report_error.startswith("report not written: ")
+
+    assert lifecycle.write_pending_reports(settings) == 0  # still unwritable: it waits
+    settings.reports_dir.unlink()
+    assert lifecycle.write_pending_reports(settings) == 1
+    written = store.load(settings, ends)
+    assert written is not None and written.report_error is None and written.report_path
+    assert Path(written.report_path).read_text() == written.report_markdown
 
 
 def test_a_stale_batch_does_not_overwrite_a_newer_poll(settings: Settings) -> None:
@@ -184,12 +193,12 @@ def test_a_stale_batch_does_not_overwrite_a_newer_poll(settings: Settings) -> No
 
     def overtaken(step: Any, jobs_loaded: Any) -> Any:
         # Another poll of the same job finishes while this batch is under way (its lease had lapsed).
-        assert pipeline.transition(settings, job_id, [JobStatus.RUNNING], poll_count=5, next_poll_at=later)
+        assert store.transition(settings, job_id, [JobStatus.RUNNING], poll_count=5, next_poll_at=later)
         return map(step, jobs_loaded)
 
-    polled = pipeline.poll_many(settings, gateway, [job_id], overtaken)
+    polled = lifecycle.poll_many(settings, gateway, [job_id], overtaken)
 
     result = polled[job_id]
     assert result is not None and result.remote_status in REMOTE_RUNNING
-    job = jobs.find(settings, job_id)
+    job = store.find(settings, job_id)
     assert (job.poll_count, job.next_poll_at) == (5, later)

@@ -18,8 +18,8 @@ from sqlalchemy import text
 
 from research_runner import batches, db, schedules
 from research_runner.cli import cli
-from research_runner.config import Settings
-from research_runner.constants import ACTIVE_STATUSES
+from research_runner.models import ACTIVE_STATUSES
+from research_runner.settings import Settings
 
 from conftest import settings_from
 
@@ -151,7 +151,7 @@ def test_two_schedulers_fire_once_per_due_time(env: dict[str, str], settings: Se
     ticks = [start + timedelta(weeks=w, seconds=s) for w in range(3) for s in (0, 1, 2)]
     script = (
         "import sys; from datetime import datetime; from research_runner import schedules;"
-        "from research_runner.config import load_settings; s = load_settings();"
+        "from research_runner.settings import load_settings; s = load_settings();"
         "[schedules.fire_due(s, datetime.fromisoformat(t)) for t in sys.argv[1:]]"
     )
     procs = [

@@ -14,11 +14,10 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from research_runner import jobs
+from research_runner import store
 from research_runner.cli import cli
-from research_runner.config import Settings
-from research_runner.constants import ACTIVE_STATUSES, JobStatus
-from research_runner.models import Job
+from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
+from research_runner.settings import Settings
 
 from conftest import settings_from, wait_for
 
@@ -48,7 +47,7 @@ def submit(env: dict[str, str], count: int, duration: float, outcome: str = "com
 
 
 def statuses(settings: Settings, ids: list[str]) -> list[Job]:
-    return [jobs.find(settings, job_id) for job_id in ids]
+    return [store.find(settings, job_id) for job_id in ids]
 
 
 def all_ended(settings: Settings, ids: list[str], timeout: float) -> list[Job]:

@@ -11,8 +11,8 @@ from sqlalchemy import text
 
 from research_runner import db
 from research_runner.cli import cli
-from research_runner.config import load_settings
 from research_runner.constants import AGENTS, MAX_QUESTION_CHARS
+from research_runner.settings import load_settings
 
 
 def invoke(env: dict[str, str], *args: str) -> Result:
@@ -110,12 +110,14 @@ def test_unreachable_database_is_one_line(runner_env: dict[str, str]) -> None:
     assert "hunter2" not in result.output and result.stderr.count("\n") == 1
 
 
-def test_submit_without_an_api_key_is_refused(runner_env: dict[str, str]) -> None:
+def test_submit_needs_no_api_key_only_the_worker_does(runner_env: dict[str, str]) -> None:
     env = {**runner_env, "GEMINI_API_KEY": ""}
-    result = invoke(env, "submit", "Who pays for this?")
-    assert result.exit_code == 2
-    assert result.stderr == (
-        "Error: no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or use `research run --emulator`\n"
+    result = invoke(env, "submit", "--json", "Who pays for this?")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "queued"
+    worker = invoke(env, "worker")
+    assert (worker.exit_code, worker.stderr) == (
+        2, "Error: no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY); a worker calls the API\n"
     )
 
 
@@ -127,15 +129,15 @@ def test_an_old_schema_is_reported_not_migrated(runner_env: dict[str, str]) -> N
     result = invoke(runner_env, "list")
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: the database schema is at revision 0000 but this version needs 0003; run `research db upgrade`\n"
+        "Error: the database schema is at revision 0000 but this version needs 0004; run `research db upgrade`\n"
     )
 
 
 def test_db_upgrade_reports_the_revision(runner_env: dict[str, str]) -> None:
     result = invoke(runner_env, "db", "upgrade")
-    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0003 (was empty)\n")
+    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0004 (was empty)\n")
     result = invoke(runner_env, "db", "upgrade")
-    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0003\n")
+    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0004\n")
 
 
 def test_submit_status_list_show_on_success(runner_env: dict[str, str], finished_job: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from research_runner.config import Settings
+from research_runner.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 COMPOSE_TEXT = (ROOT / "compose.yaml").read_text()

@@ -7,14 +7,16 @@ from pathlib import Path
 import click
 
 from research_runner.cli import cli
-from research_runner.config import Settings
+from research_runner.settings import Settings
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def command_paths(group: click.Group, prefix: str = "research") -> list[str]:
     paths = []
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
         if isinstance(command, click.Group):
             paths += command_paths(command, f"{prefix} {name}")
         else:
@@ -34,7 +36,9 @@ def test_every_command_has_help_with_an_example() -> None:
         command = cli
         for name in path.split()[1:]:
             assert isinstance(command, click.Group)
-            command = command.commands[name]  # type: ignore[assignment]
+            found = command.get_command(click.Context(command), name)
+            assert found is not None
+            command = found  # type: ignore[assignment]
         if path == "research emulator":
             continue  # documented in docs/emulator.md, with examples
         assert "Example:" in (command.help or ""), path

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from research_runner import jobs, pipeline, ratelimit
+from research_runner import lifecycle, ratelimit, store
 from research_runner.cli import cli
-from research_runner.constants import JobStatus
 from research_runner.gateway import Gateway
+from research_runner.models import JobStatus
 
-from conftest import settings_from
+from conftest import create_job, settings_from
 
 QUESTION = "How are offshore wind farms maintained? [[emulator duration=0.3]]"
 
@@ -29,7 +29,7 @@ def test_the_same_idempotency_key_gives_one_job(
     assert (first.exit_code, second.exit_code) == (0, 0)
     assert second.stdout == f"Job {job['id'][:8]} was already submitted with this idempotency key (queued)\n"
     settings = settings_from(env, monkeypatch)
-    assert [j.id for j in jobs.list_jobs(settings)] == [job["id"]]
+    assert [j.id for j in store.list_jobs(settings)] == [job["id"]]
     assert job["idempotency_key"] == "weekly-42"
 
 
@@ -37,15 +37,15 @@ def test_a_job_past_the_maximum_research_time_is_cancelled_and_timed_out(
     runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
 ) -> None:
     settings = settings_from({**runner_env, "RESEARCH_MAX_RESEARCH_MINUTES": "0.001"}, monkeypatch)
-    job = jobs.create(settings, "Never ends [[emulator outcome=stuck]]", settings.agent)
+    job = create_job(settings, "Never ends [[emulator outcome=stuck]]", settings.agent)
     gateway = Gateway(settings)
-    pipeline.advance(settings, gateway, job.id)
-    running = jobs.find(settings, job.id)
+    lifecycle.advance(settings, gateway, job.id)
+    running = store.find(settings, job.id)
     assert running.status == JobStatus.RUNNING
     assert running.submitted_at is not None
-    pipeline.transition(settings, job.id, [JobStatus.RUNNING], submitted_at=running.submitted_at - timedelta(seconds=1))
-    pipeline.advance(settings, gateway, job.id)
-    ended = jobs.find(settings, job.id)
+    store.transition(settings, job.id, [JobStatus.RUNNING], submitted_at=running.submitted_at - timedelta(seconds=1))
+    lifecycle.advance(settings, gateway, job.id)
+    ended = store.find(settings, job.id)
     assert ended.status == JobStatus.TIMED_OUT and ended.finished_at is not None
     assert ended.error == (
         "no result after 0.001 minutes (RESEARCH_MAX_RESEARCH_MINUTES); the interaction was cancelled"
@@ -80,13 +80,13 @@ def test_jobs_over_the_budget_wait_without_calling_the_api(
 ) -> None:
     settings = settings_from({**runner_env, "RESEARCH_API_REQUESTS_PER_MINUTE": "2"}, monkeypatch)
     gateway = Gateway(settings)
-    created = [jobs.create(settings, f"Q{i} [[emulator duration=30]]", settings.agent) for i in range(3)]
+    created = [create_job(settings, f"Q{i} [[emulator duration=30]]", settings.agent) for i in range(3)]
     for job in created:
-        pipeline.advance(settings, gateway, job.id)
-    statuses = [jobs.find(settings, job.id).status for job in created]
+        lifecycle.advance(settings, gateway, job.id)
+    statuses = [store.find(settings, job.id).status for job in created]
     assert statuses.count(JobStatus.RUNNING) == 2 and statuses.count(JobStatus.QUEUED) == 1
     assert emulator.stats()["interactions_created"] == 2
-    held = next(jobs.find(settings, j.id) for j in created if jobs.find(settings, j.id).status == JobStatus.QUEUED)
+    held = next(store.find(settings, j.id) for j in created if store.find(settings, j.id).status == JobStatus.QUEUED)
     assert held.updated_at is not None
     assert held.next_poll_at is not None and held.next_poll_at > held.updated_at and held.poll_count == 0
 
@@ -95,22 +95,22 @@ def test_an_unknown_status_stops_polling_until_the_user_cancels(
     runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
 ) -> None:
     settings = settings_from(runner_env, monkeypatch)
-    job = jobs.create(settings, "Reports a newer status [[emulator outcome=unknown_status duration=0]]", settings.agent)
+    job = create_job(settings, "Reports a newer status [[emulator outcome=unknown_status duration=0]]", settings.agent)
     gateway = Gateway(settings)
-    pipeline.advance(settings, gateway, job.id)  # create
-    pipeline.advance(settings, gateway, job.id)  # poll: the API says "paused"
-    waiting = jobs.find(settings, job.id)
+    lifecycle.advance(settings, gateway, job.id)  # create
+    lifecycle.advance(settings, gateway, job.id)  # poll: the API says "paused"
+    waiting = store.find(settings, job.id)
     assert waiting.status == JobStatus.NEEDS_ATTENTION and waiting.interaction_id
     assert waiting.error == "the API reported status 'paused', which this version does not know; polling stopped"
     gets = emulator.stats()["requests"]["get"]
-    pipeline.advance(settings, gateway, job.id)
-    assert pipeline.claim_due(settings, datetime.now(UTC) + timedelta(days=1)) == []  # never handed out again
+    lifecycle.advance(settings, gateway, job.id)
+    assert store.claim_due(settings, datetime.now(UTC) + timedelta(days=1)) == []  # never handed out again
     assert emulator.stats()["requests"]["get"] == gets
 
     cancelled = CliRunner().invoke(cli, ["cancel", job.id[:8]], env=runner_env)
     assert cancelled.exit_code == 0, cancelled.output
     assert cancelled.stdout.startswith(f"Job {job.id[:8]} cancelled")
-    ended = jobs.find(settings, job.id)
+    ended = store.find(settings, job.id)
     assert ended.status == JobStatus.CANCELLED and ended.remote_status == "cancelled"
     assert emulator.describe(waiting.interaction_id)["status"] == "cancelled"
     again = CliRunner().invoke(cli, ["cancel", job.id[:8]], env=runner_env)
@@ -122,8 +122,8 @@ def test_cancel_dismisses_a_waiting_job_whose_interaction_the_api_forgot(
     runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
 ) -> None:
     settings = settings_from(runner_env, monkeypatch)
-    job = jobs.create(settings, QUESTION, settings.agent)
-    assert pipeline.transition(
+    job = create_job(settings, QUESTION, settings.agent)
+    assert store.transition(
         settings,
         job.id,
         [JobStatus.QUEUED],
@@ -136,4 +136,4 @@ def test_cancel_dismisses_a_waiting_job_whose_interaction_the_api_forgot(
     assert result.stdout == (
         f"Job {job.id[:8]} cancelled: cancelled by the user; the API no longer reports on interaction v1_forgotten\n"
     )
-    assert jobs.find(settings, job.id).status == JobStatus.CANCELLED
+    assert store.find(settings, job.id).status == JobStatus.CANCELLED

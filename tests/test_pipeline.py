@@ -16,11 +16,10 @@ import pytest
 from click.testing import CliRunner
 from markdown_it import MarkdownIt
 
-from research_runner import jobs
+from research_runner import store
 from research_runner.cli import cli
-from research_runner.config import Settings
-from research_runner.constants import ACTIVE_STATUSES, JobStatus
-from research_runner.models import Job
+from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
+from research_runner.settings import Settings
 
 from conftest import settings_from, wait_for
 
@@ -59,7 +58,7 @@ def cancel_stuck(env: dict[str, str], settings: Settings, submitted: dict[str, s
     for job_id, outcome in submitted.items():
         if outcome != "stuck":
             continue
-        running = functools.partial(lambda ref: jobs.find(settings, ref).status == JobStatus.RUNNING, job_id)
+        running = functools.partial(lambda ref: store.find(settings, ref).status == JobStatus.RUNNING, job_id)
         wait_for(running, 30, f"job {job_id} running")
         result = invoke(env, "cancel", job_id)
         assert result.exit_code == 0, result.output
@@ -68,7 +67,7 @@ def cancel_stuck(env: dict[str, str], settings: Settings, submitted: dict[str, s
 
 def wait_all_ended(settings: Settings, ids: list[str]) -> list[Job]:
     def ended() -> list[Job] | None:
-        found = [jobs.find(settings, job_id) for job_id in ids]
+        found = [store.find(settings, job_id) for job_id in ids]
         return None if any(job.status in ACTIVE_STATUSES for job in found) else found
 
     return wait_for(ended, JOB_DEADLINE, "every job to end", interval=0.3)  # type: ignore[no-any-return]

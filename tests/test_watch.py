@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from research_runner import jobs, pipeline
+from research_runner import lifecycle, store
 from research_runner.cli import cli
 from research_runner.constants import DEFAULT_AGENT
 from research_runner.gateway import Gateway
 
-from conftest import settings_from
+from conftest import create_job, settings_from
 from emulator_support import EmulatorHandle
 
 THOUGHT_LINE = re.compile(r"^\[\d\d:\d\d\] (?!status: |error: )(.+)$")
@@ -32,8 +32,8 @@ def test_watch_prints_the_thoughts_in_order_across_stream_cuts(
     runner_env: dict[str, str], emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = settings_from(runner_env, monkeypatch)
-    job = jobs.create(settings, "How are glaciers measured? [[emulator duration=2]]", DEFAULT_AGENT)
-    pipeline.start(settings, Gateway(settings), job.id)  # the interaction runs; no worker polls it
+    job = create_job(settings, "How are glaciers measured? [[emulator duration=2]]", DEFAULT_AGENT)
+    lifecycle.start(settings, Gateway(settings), job.id)  # the interaction runs; no worker polls it
 
     listed = CliRunner().invoke(cli, ["watch", "--once"], env=runner_env)
     assert listed.exit_code == 0, listed.output
@@ -44,7 +44,7 @@ def test_watch_prints_the_thoughts_in_order_across_stream_cuts(
     result = CliRunner().invoke(cli, ["watch", job.short_id], env=runner_env)
     assert result.exit_code == 0, result.output
 
-    interaction_id = pipeline.load(settings, job.id).interaction_id  # type: ignore[union-attr]
+    interaction_id = store.load(settings, job.id).interaction_id  # type: ignore[union-attr]
     assert interaction_id is not None
     printed = [m.group(1) for line in result.stdout.splitlines() if (m := THOUGHT_LINE.match(line))]
     expected = emulated_thoughts(emulator, interaction_id)

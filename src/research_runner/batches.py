@@ -14,10 +14,9 @@ from sqlmodel import Session, col, select
 
 from research_runner import db, display, reports
 from research_runner.batchfile import Item
-from research_runner.config import Settings
-from research_runner.constants import ACTIVE_STATUSES
 from research_runner.exceptions import InvalidInput, JobNotFound
-from research_runner.models import Batch, Job, utcnow
+from research_runner.models import ACTIVE_STATUSES, Batch, Job, utcnow
+from research_runner.settings import Settings
 
 DIGEST_FOLDER = "batches"
 PARAGRAPH_PREVIEW = 600

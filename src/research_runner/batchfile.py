@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from research_runner.config import check_agent
 from research_runner.constants import IDEMPOTENCY_KEY_MAX_CHARS, MAX_QUESTION_CHARS
 from research_runner.exceptions import InvalidInput
+from research_runner.validation import clean_agent as check_agent
 
 MAX_BATCH_ITEMS = 1000
 MAX_BATCH_BYTES = 5 * 1024 * 1024
@@ -125,7 +125,7 @@ def _agent(source: str, number: int, agent: Any) -> str | None:
         return None
     try:
         return check_agent(str(agent))
-    except ValueError as exc:
+    except InvalidInput as exc:
         raise LineError(source, number, str(exc)) from None
 
 

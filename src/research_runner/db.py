@@ -13,8 +13,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
-from research_runner.config import Settings, redact_url
 from research_runner.exceptions import InvalidInput, SchemaOutdated, ServiceUnavailable
+from research_runner.settings import Settings, redact_url
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -11,8 +11,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
-from research_runner.constants import JobStatus
-from research_runner.models import Job, utcnow
+from research_runner.models import Job, JobStatus, utcnow
 
 QUESTION_PREVIEW = 60
 THOUGHT_PREVIEW = 100

@@ -14,8 +14,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
 from research_runner import db
-from research_runner.config import Settings, redact_url
 from research_runner.exceptions import GatewayError, PermanentError
+from research_runner.settings import Settings, redact_url
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -36,6 +36,9 @@ class Check:
     @property
     def failed(self) -> bool:
         return self.state == FAIL
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "state": self.state, "detail": self.detail, "fix": self.fix}
 
     def line(self) -> str:
         hint = f"; {'fix' if self.failed else 'note'}: {self.fix}" if self.fix else ""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-from research_runner.config import Settings, redact_url
 from research_runner.exceptions import InvalidInput, ServiceUnavailable
+from research_runner.settings import Settings, redact_url
 
 # Flower reads FLOWER_<OPTION> variables; the credentials go there rather than on the command line,
 # where any user of the machine could read them with `ps`.

@@ -16,9 +16,10 @@ from google.genai import _interactions as sdk_errors
 from google.genai import types
 from google.genai.interactions import Interaction
 
-from research_runner.config import Settings
-from research_runner.constants import REMOTE_TERMINAL
+from research_runner.constants import JOB_LABEL
 from research_runner.exceptions import CreateOutcomeUnknown, GatewayError, PermanentError, RetryableError
+from research_runner.models import REMOTE_TERMINAL
+from research_runner.settings import Settings
 from research_runner.snapshot import Snapshot, snapshot_from_json
 
 SDK_MAX_RETRY_DELAY = 8.0
@@ -54,6 +55,7 @@ class Gateway:
         if settings.api_key is None:
             raise PermanentError("no API key: set GEMINI_API_KEY (or run against the emulator with --emulator)")
         reuse_sdk_model_classes()
+        self.endpoint = settings.api_endpoint
         self._create_client = _client(settings, attempts=1)
         self._read_client = _client(settings, attempts=settings.get_attempts)
 
@@ -61,7 +63,7 @@ class Gateway:
         """Start a background research; returns the interaction id."""
         try:
             interaction = self._create_client.interactions.create(
-                agent=agent, input=question, background=True, labels={"research_runner_job": job_id}
+                agent=agent, input=question, background=True, labels={JOB_LABEL: job_id}
             )
         except sdk_errors.GeminiNextGenAPIClientError as exc:
             raise classify_create_error(exc) from exc

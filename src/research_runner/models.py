@@ -4,13 +4,44 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import DateTime, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlmodel import Column, Field, SQLModel
 
-from research_runner.constants import JobStatus
+
+class JobStatus(StrEnum):
+    """A job's status in our database (not the API's status, which is kept in `remote_status`)."""
+
+    QUEUED = "queued"  # stored, interaction not created yet
+    SUBMITTING = "submitting"  # a worker is creating the interaction right now
+    RUNNING = "running"  # interaction exists and has not ended
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INCOMPLETE = "incomplete"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    TIMED_OUT = "timed_out"  # ran past RESEARCH_MAX_RESEARCH_MINUTES; we cancelled it
+    REQUIRES_ACTION = "requires_action"  # the agent waits for the user
+    NEEDS_ATTENTION = "needs_attention"  # something we cannot resolve alone (unknown API status, lost create)
+
+
+ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING})
+ATTENTION_STATUSES = frozenset({JobStatus.REQUIRES_ACTION, JobStatus.NEEDS_ATTENTION})
+ENDED_STATUSES = frozenset(set(JobStatus) - ACTIVE_STATUSES)
+
+# API statuses: running ones keep us polling, terminal ones map onto our own.
+REMOTE_RUNNING = frozenset({"queued", "in_progress"})
+REMOTE_TERMINAL: dict[str, JobStatus] = {
+    "completed": JobStatus.COMPLETED,
+    "failed": JobStatus.FAILED,
+    "cancelled": JobStatus.CANCELLED,
+    "incomplete": JobStatus.INCOMPLETE,
+    "budget_exceeded": JobStatus.BUDGET_EXCEEDED,
+    "requires_action": JobStatus.REQUIRES_ACTION,
+}
 
 
 def utcnow() -> datetime:
@@ -77,6 +108,11 @@ class Job(SQLModel, table=True):
     report_title: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     report_path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     report_markdown: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Set while a finished job's report file could not be written; the dispatch tick writes it later.
+    report_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The API base URL that created the interaction: it is polled, cancelled and finished only through it.
+    api_endpoint: str | None = Field(default=None, max_length=255)
+    batch_position: int | None = None  # the item's place in its batch file
 
     @property
     def short_id(self) -> str:
@@ -108,6 +144,7 @@ class Batch(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     finished_at: datetime | None = _when(index=True)
     digest_path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    digest_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
     @property
     def short_id(self) -> str:
@@ -129,4 +166,6 @@ class Schedule(SQLModel, table=True):
     catch_up: bool = True
     next_run_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     last_run_at: datetime | None = _when()
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failures: int = 0  # firings that failed in a row; the schedule is paused after a few
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

@@ -13,11 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from research_runner import db
-from research_runner.config import Settings
-from research_runner.constants import API_BUDGET_NAME
 from research_runner.models import ApiBudget, utcnow
+from research_runner.settings import Settings
 
 WINDOW = timedelta(minutes=1)
+API_BUDGET_NAME = "gemini"  # the row shared by every worker
 
 
 def _window(now: datetime) -> datetime:

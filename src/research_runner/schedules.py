@@ -18,9 +18,9 @@ from sqlmodel import Session, col, select
 
 from research_runner import batches, db
 from research_runner.batchfile import Item
-from research_runner.config import Settings
 from research_runner.exceptions import InvalidInput, JobNotFound
 from research_runner.models import Batch, Schedule, utcnow
+from research_runner.settings import Settings
 
 PLACEHOLDERS = frozenset({"date", "week"})
 # Without catch-up, a firing more than this late (the scheduler was down) is skipped, not run.

@@ -26,6 +26,7 @@ class Snapshot:
     usage: dict[str, int] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     last_thought: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
@@ -42,6 +43,7 @@ def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
         usage=usage,
         errors=errors,
         last_thought=next((t for t in reversed(thoughts) if t), None),
+        labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
     )
 
 

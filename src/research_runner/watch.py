@@ -17,10 +17,9 @@ from rich.table import Table
 from rich.text import Text
 from sqlmodel import col, select
 
-from research_runner import db, display, jobs, pipeline
-from research_runner.config import Settings
-from research_runner.constants import ACTIVE_STATUSES, JobStatus
-from research_runner.models import Job, utcnow
+from research_runner import db, display, lifecycle, store
+from research_runner.models import ACTIVE_STATUSES, Job, JobStatus, utcnow
+from research_runner.settings import Settings
 
 if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
     from research_runner.gateway import Gateway, StreamEvent
@@ -113,10 +112,10 @@ def follow(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway],
 
     Returns the job's final status, or the interaction's when no worker has recorded the end yet.
     """
-    job = _await_interaction(settings, jobs.find(settings, ref), console)
+    job = _await_interaction(settings, store.find(settings, ref), console)
     if job.status in ACTIVE_STATUSES and job.interaction_id:
         final = _print_stream(gateway_factory().stream(job.interaction_id), job, console)
-        job = pipeline.load(settings, job.id) or job
+        job = store.load(settings, job.id) or job
         if job.status in ACTIVE_STATUSES:
             console.print(
                 Text(
@@ -133,10 +132,7 @@ def _await_interaction(settings: Settings, job: Job, console: Console) -> Job:
     """A queued job has no stream yet: wait until a worker has created its interaction (or it ended)."""
     if job.status in ACTIVE_STATUSES and not job.interaction_id:
         console.print(Text(f"Job {job.short_id} is {job.status}; waiting for a worker to start it…"))
-    while job.status in ACTIVE_STATUSES and not job.interaction_id:
-        time.sleep(jobs.WAIT_TICK)  # the database is polled; there is nothing to subscribe to
-        job = pipeline.load(settings, job.id) or job
-    return job
+    return lifecycle.await_interaction(settings, job.id)
 
 
 def _print_stream(events: Iterator[StreamEvent], job: Job, console: Console) -> str | None:

@@ -1,7 +1,7 @@
-"""The Celery app and its tasks. Tasks are short: each does one step of a job and returns.
+"""The Celery app, its queues and tasks. Tasks are short: each does one step of a few jobs and returns.
 
-Waiting costs nothing here: a running job is a row with a next poll time, and the periodic dispatch task
-turns due rows into poll messages. No task sleeps, and no message is scheduled far in the future.
+Waiting costs nothing here: a running job is a row with a next poll time, and the dispatch tick (beat.py) turns
+due rows into poll messages. No task sleeps, and no message is scheduled far in the future.
 """
 
 from __future__ import annotations
@@ -11,31 +11,31 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError as BrokerError
 
-from research_runner import batches, db, pipeline, schedules
-from research_runner.config import Settings, redact_url
-from research_runner.constants import (
-    DISPATCH_QUEUE,
-    ENDED_STATUSES,
-    JOBS_PER_MESSAGE,
-    POLL_QUEUE,
-    QUEUES_BY_PRIORITY,
-    REMOTE_RUNNING,
-    TASK_DISPATCH,
-    TASK_POLL,
-    TASK_SUBMIT,
-    WORK_QUEUE,
-    JobStatus,
-)
+from research_runner import beat, db, lifecycle, store
 from research_runner.exceptions import ServiceUnavailable
-from research_runner.gateway import Gateway
-from research_runner.models import Job
-from research_runner.scheduler import BEAT_SCHEDULER, beat_schedule
+from research_runner.models import ENDED_STATUSES, REMOTE_RUNNING, Job, JobStatus
+from research_runner.settings import Settings, redact_url
+
+if TYPE_CHECKING:  # the SDK is imported by the worker processes that call the API, not by every sender
+    from research_runner.gateway import Gateway
+
+TASK_SUBMIT = "research.submit"
+TASK_POLL = "research.poll"
+WORK_QUEUE = "research"  # creates, and anything sent without a route
+# Workers read their queues in this order (on Redis): polls, due now and quick, never wait behind a burst of
+# creates.
+POLL_QUEUE = "research.poll"
+QUEUES_BY_PRIORITY = (POLL_QUEUE, WORK_QUEUE)
+# Jobs stepped (created or polled) by one message: fewer messages cost the worker less, and a message's API
+# calls overlap on the worker process's threads.
+JOBS_PER_MESSAGE = 8
+STEP_TASKS = {JobStatus.RUNNING: TASK_POLL, JobStatus.QUEUED: TASK_SUBMIT}
 
 log = logging.getLogger("research_runner.worker")
 BROKER_CONNECT_TIMEOUT = 5.0
@@ -54,6 +54,8 @@ class _PerProcess:
         if self._made is None or self._made[0] != os.getpid():
             # One thread per job of a message, so its API calls overlap instead of queueing. Per process, so a
             # process never needs more database connections than its engine's pool keeps (5 + 10 overflow).
+            from research_runner.gateway import Gateway
+
             threads = ThreadPoolExecutor(max_workers=JOBS_PER_MESSAGE, thread_name_prefix="research-step")
             self._made = (os.getpid(), Gateway(self.settings), threads)
         return self._made
@@ -69,7 +71,7 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("research_runner", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_default_queue=WORK_QUEUE,
-        task_routes={TASK_DISPATCH: {"queue": DISPATCH_QUEUE}, TASK_POLL: {"queue": POLL_QUEUE}},
+        task_routes={TASK_POLL: {"queue": POLL_QUEUE}},
         task_ignore_result=True,
         # Steps are idempotent, so ack after the step: a crash mid-step leaves the message for another worker.
         task_acks_late=True,
@@ -83,10 +85,14 @@ def create_app(settings: Settings) -> Celery:
         else {"queue_order_strategy": "priority"},  # Redis: read the queues in the order the worker lists them
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
-        beat_schedule=beat_schedule(settings),
-        beat_scheduler=BEAT_SCHEDULER,
+        beat_schedule=beat.beat_schedule(settings),
+        beat_scheduler=beat.SCHEDULER,
     )
     _register_tasks(app, settings)
+    # The beat scheduler runs the dispatch tick itself (beat.DispatchScheduler): ticks are not tasks.
+    app.research_dispatch = lambda: beat.tick(
+        settings, lambda status, due: _send_in_batches(app, settings, status, due)
+    )
     return app
 
 
@@ -98,38 +104,23 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=TASK_SUBMIT, shared=False)  # type: ignore[untyped-decorator]
     def submit(job_ids: list[str] | str) -> list[dict[str, Any]]:
         ids = _as_list(job_ids)
-        pipeline.start_many(settings, state.gateway(), ids, state.threads().map)
-        found = {job.id: job for job in pipeline.load_many(settings, ids)}
+        lifecycle.start_many(settings, state.gateway(), ids, state.threads().map)
+        found = {job.id: job for job in store.load_many(settings, ids)}
         return [_describe(job_id, found.get(job_id), after_submit=True) for job_id in ids]
 
     @app.task(name=TASK_POLL, shared=False)  # type: ignore[untyped-decorator]
     def poll(job_ids: list[str] | str) -> list[dict[str, Any]]:
         ids = _as_list(job_ids)
-        polled = pipeline.poll_many(settings, state.gateway(), ids, state.threads().map)
+        polled = lifecycle.poll_many(settings, state.gateway(), ids, state.threads().map)
         return [_poll_summary(settings, job_id, result) for job_id, result in polled.items()]
-
-    @app.task(name=TASK_DISPATCH, shared=False)  # type: ignore[untyped-decorator]
-    def dispatch() -> dict[str, int]:
-        fired = schedules.fire_due(settings)  # before claiming, so a firing's jobs start in this tick
-        reaped = pipeline.reap_interrupted_creates(settings)
-        due = pipeline.claim_due(settings)
-        # Polls first: they are due now and quick, while a burst of creates can take a while to drain.
-        for name, status in ((TASK_POLL, JobStatus.RUNNING), (TASK_SUBMIT, JobStatus.QUEUED)):
-            _send_in_batches(app, settings, name, [(job_id, start) for job_id, s, start in due if s == status])
-        digests = batches.finalize_ready(settings)
-        return {
-            "dispatched": len(due),
-            "interrupted_creates": reaped,
-            "schedules_fired": len(fired),
-            "digests_written": len(digests),
-        }
 
 
 def _as_list(job_ids: list[str] | str) -> list[str]:
     return [job_ids] if isinstance(job_ids, str) else job_ids  # messages from before steps were batched
 
 
-def _send_in_batches(app: Celery, settings: Settings, name: str, due: list[tuple[str, str]]) -> None:
+def _send_in_batches(app: Celery, settings: Settings, status: JobStatus, due: list[tuple[str, str]]) -> None:
+    name = STEP_TASKS[status]
     for at in range(0, len(due), JOBS_PER_MESSAGE):
         batch = due[at : at + JOBS_PER_MESSAGE]
         app.send_task(
@@ -137,7 +128,7 @@ def _send_in_batches(app: Celery, settings: Settings, name: str, due: list[tuple
         )
 
 
-def _poll_summary(settings: Settings, job_id: str, polled: pipeline.Polled | None) -> dict[str, Any]:
+def _poll_summary(settings: Settings, job_id: str, polled: lifecycle.Polled | None) -> dict[str, Any]:
     if polled is None:
         return {"job_id": job_id, "status": "skipped"}
     log.info("job %s polled: %s (%.2f s late)", job_id[:8], polled.remote_status or "no answer", polled.lateness)
@@ -153,7 +144,7 @@ def _poll_summary(settings: Settings, job_id: str, polled: pipeline.Polled | Non
 
 
 def _summary(settings: Settings, job_id: str) -> dict[str, Any]:
-    return _describe(job_id, pipeline.load(settings, job_id))
+    return _describe(job_id, store.load(settings, job_id))
 
 
 def _describe(job_id: str, job: Job | None, *, after_submit: bool = False) -> dict[str, Any]:
@@ -214,7 +205,7 @@ def check_broker(app: Celery, settings: Settings) -> None:
 def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None = None) -> None:
     """Send a job's first step now; a broker that cannot be reached is the caller's error to report."""
     if question is None:
-        job = pipeline.load(settings, job_id)
+        job = store.load(settings, job_id)
         question = job.question if job else ""
     with _broker(app, settings) as conn:
         app.send_task(
@@ -227,7 +218,11 @@ def enqueue(app: Celery, settings: Settings, job_id: str, question: str | None =
         )
 
 
-def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None, loglevel: str) -> None:
+def run_worker(
+    app: Celery, settings: Settings, *, with_beat: bool, pool: str | None, loglevel: str, name: str | None = None
+) -> None:
+    """Run a worker in the foreground. Its default name carries the process id, so that several workers on one
+    machine never share a name (Celery's default, celery@host, would make them look like one)."""
     # The SDK's HTTP client logs every request at INFO: a line per poll, already told by our own job lines.
     for name in HTTP_CLIENT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -236,11 +231,12 @@ def run_worker(app: Celery, settings: Settings, *, beat: bool, pool: str | None,
         f"--concurrency={settings.worker_concurrency}",
         f"--loglevel={loglevel}",
         f"--queues={','.join(QUEUES_BY_PRIORITY)}",
+        f"--hostname={name or f'research-{os.getpid()}@%h'}",
     ]
     if settings.task_events:
         argv.append("--events")
-    if beat:
-        argv += ["--beat", f"--scheduler={BEAT_SCHEDULER}"]
+    if with_beat:
+        argv += ["--beat", f"--scheduler={beat.SCHEDULER}"]
     if pool:
         argv.append(f"--pool={pool}")
     app.worker_main(argv)

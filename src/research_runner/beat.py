@@ -1,0 +1,115 @@
+"""The dispatch tick, and the Celery beat scheduler that runs it.
+
+Every `dispatch_interval` seconds the tick fires due schedules, hands out the job steps that are due (polls
+first), writes the digests of finished batches and retries report files that could not be written. Beat runs the
+tick itself (DispatchScheduler) instead of sending it as a task: ticks then never pile up in the broker, never
+crowd Flower's task list, and a slow tick delays only the next one.
+
+The tick is safe to run from several beats at once: claiming a due job is one conditional UPDATE, so a second
+dispatcher finds nothing left to claim; each schedule's due time is fired once the same way. Every unit of work
+is isolated: one that fails is logged and recorded on its row and costs the others nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+from celery.beat import Scheduler
+
+from research_runner import batches, db, lifecycle, schedules, store
+from research_runner.models import JobStatus
+from research_runner.settings import Settings
+
+# Our scheduler keeps its schedule in memory: no shelve file, so several embedded beats never fight over one.
+SCHEDULER = "research_runner.beat:DispatchScheduler"
+DISPATCH_ENTRY = "research.dispatch"
+log = logging.getLogger("research_runner.beat")
+Send = Callable[[JobStatus, list[tuple[str, str]]], None]
+
+
+@dataclass
+class TickReport:
+    """What one tick did; logged only when it did something."""
+
+    dispatched: int = 0
+    interrupted_creates: int = 0
+    schedules_fired: int = 0
+    digests_written: int = 0
+    reports_written: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def worth_logging(self) -> bool:
+        return any(
+            (
+                self.dispatched,
+                self.interrupted_creates,
+                self.schedules_fired,
+                self.digests_written,
+                self.reports_written,
+                self.failures,
+            )
+        )
+
+    def line(self) -> str:
+        done = {name: value for name, value in vars(self).items() if value and name != "failures"}
+        text = "dispatch tick: " + ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in done.items())
+        return text + (f"; failed: {'; '.join(self.failures)}" if self.failures else "")
+
+
+def tick(settings: Settings, send: Send) -> TickReport:
+    """One dispatch tick. Each step is isolated, so one broken schedule or digest never stops the polls."""
+    report = TickReport()
+    fired = _isolated(report, "schedules", lambda: schedules.fire_due(settings))  # first: its jobs start now
+    report.schedules_fired = len(fired or [])
+    report.interrupted_creates = _isolated(report, "reaper", lambda: store.reap_interrupted_creates(settings)) or 0
+    due = store.claim_due(settings)  # not isolated: without it the tick has no purpose, so let beat log it
+    report.dispatched = len(due)
+    # Polls first: they are due now and quick, while a burst of creates can take a while to drain.
+    for status in (JobStatus.RUNNING, JobStatus.QUEUED):
+        send(status, [(job_id, start) for job_id, s, start in due if s == status])
+    report.digests_written = len(_isolated(report, "digests", lambda: batches.finalize_ready(settings)) or [])
+    report.reports_written = _isolated(report, "reports", lambda: lifecycle.write_pending_reports(settings)) or 0
+    return report
+
+
+def _isolated(report: TickReport, what: str, step: Callable[[], Any]) -> Any:
+    try:
+        return step()
+    except Exception as exc:
+        log.exception("dispatch tick: %s failed", what)
+        report.failures.append(f"{what}: {exc}")
+        return None
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {DISPATCH_ENTRY: {"task": DISPATCH_ENTRY, "schedule": settings.dispatch_interval}}
+
+
+class DispatchScheduler(Scheduler):  # type: ignore[misc]
+    """Celery's in-memory scheduler, except that the dispatch entry runs the tick here instead of sending it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A worker's embedded beat is a forked process whose inherited descriptors Celery closes: database
+        # connections made before the fork are unusable here, so this process makes its own.
+        db.dispose_engines()
+        super().__init__(*args, **kwargs)
+
+    def apply_entry(self, entry: Any, producer: Any = None) -> None:
+        if entry.task != DISPATCH_ENTRY:
+            super().apply_entry(entry, producer)
+            return
+        try:
+            report = self.app.research_dispatch()
+        except Exception:
+            log.exception("dispatch tick failed; the next tick tries again")
+            return
+        if report.worth_logging():
+            (log.warning if report.failures else log.info)(report.line())
+
+
+def run_beat(app: Celery, loglevel: str = "INFO") -> None:
+    app.start(["beat", f"--scheduler={SCHEDULER}", f"--loglevel={loglevel}"])

@@ -1,0 +1,294 @@
+"""Client: the Python API of research-runner. The CLI, the web pages and notebooks all go through it.
+
+    from research_runner import Client
+
+    client = Client()                          # settings from RESEARCH_* variables, or Client(settings)
+    job = client.submit("How do heat pumps cope with very cold winters?").job
+    job = client.wait(job.id)
+    print(job.status, job.report_path)
+
+The Client owns the settings, checks (or creates) the database schema once, and makes the broker connection
+and the API gateway only when a method needs them, so reading jobs never imports Celery or the SDK.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import IntegrityError
+
+from research_runner import batches, batchfile, db, lifecycle, schedules, store
+from research_runner.batchfile import Item
+from research_runner.exceptions import InvalidInput, InvalidJobState
+from research_runner.models import ACTIVE_STATUSES, Batch, Job, JobStatus, Schedule
+from research_runner.settings import Settings, load_settings
+from research_runner.validation import clean_agent, clean_key, clean_question
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from research_runner.gateway import Gateway
+
+Progress = Callable[[Job], None]
+BatchProgress = Callable[[Batch, list[Job]], None]
+WAIT_TICK = 0.5
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submit's outcome: the job, and whether this call created it (False: its idempotency key was known)."""
+
+    job: Job
+    created: bool
+
+
+@dataclass(frozen=True)
+class BatchSubmitted:
+    """A batch's outcome: the stored batch, and how many items were skipped as already submitted."""
+
+    batch: Batch
+    skipped: int
+
+
+def _ignore(*_: Any) -> None:
+    pass
+
+
+class Client:
+    """Submit, follow and manage deep research jobs, batches and schedules."""
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        self.settings = settings if settings is not None else load_settings(**overrides)
+        self._schema_checked = False
+        self._celery: Celery | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    @property
+    def db(self) -> Settings:
+        """The settings, once the database exists with the schema this version needs (checked once)."""
+        if not self._schema_checked:
+            db.ensure_schema(self.settings)
+            self._schema_checked = True
+        return self.settings
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            from research_runner.worker import create_app
+
+            self._celery = create_app(self.settings)
+        return self._celery
+
+    def gateway(self, settings: Settings | None = None) -> Gateway:
+        from research_runner.gateway import Gateway
+
+        return Gateway(settings or self.settings)
+
+    def check_broker(self) -> None:
+        """Raise ServiceUnavailable, with the fix, when the broker cannot be reached."""
+        from research_runner.worker import check_broker
+
+        check_broker(self.celery, self.settings)
+
+    def upgrade_db(self) -> tuple[str | None, str | None]:
+        """Migrate the database to the newest schema; returns (before, after) revisions."""
+        return db.upgrade(self.settings)
+
+    # -- jobs -----------------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        question: str,
+        *,
+        agent: str | None = None,
+        idempotency_key: str | None = None,
+        retry_of: str | None = None,
+    ) -> Submitted:
+        """Store a job and send its first step to the workers. A known idempotency key returns its job."""
+        question, agent = clean_question(question), clean_agent(agent or self.settings.agent)
+        key = clean_key(idempotency_key)
+        existing = self._known(key, question)
+        if existing is not None:
+            return Submitted(existing, False)
+        job = store.new_job(self.settings, question, agent, retry_of=retry_of, idempotency_key=key)
+        try:
+            store.add(self.db, job)
+        except IntegrityError:  # the same key was submitted concurrently and the other submit won
+            existing = self._known(key, question)
+            if existing is None:
+                raise
+            return Submitted(existing, False)
+        try:
+            self._enqueue(job)
+        except BaseException:
+            store.forget(self.settings, job.id)  # nothing half-stored when the broker is down
+            raise
+        return Submitted(job, True)
+
+    def _known(self, key: str | None, question: str) -> Job | None:
+        job = store.by_idempotency_key(self.db, key) if key else None
+        if job is not None and job.question != question:
+            raise InvalidInput(
+                f"idempotency key {key!r} was already used by job {job.short_id} for another question; "
+                "use a new key for a new question"
+            )
+        return job
+
+    def _enqueue(self, job: Job) -> None:
+        from research_runner.worker import enqueue
+
+        enqueue(self.celery, self.settings, job.id, job.question)
+
+    def get(self, ref: str) -> Job:
+        """A job by its id or a unique prefix of it (4+ characters)."""
+        return store.find(self.db, ref)
+
+    def list_jobs(self, status: str | None = None, limit: int = 20, batch: str | None = None) -> list[Job]:
+        """Jobs, newest first (a batch's jobs in the batch's order)."""
+        batch_id = self.batch(batch).id if batch else None
+        return store.list_jobs(self.db, status, limit, batch_id)
+
+    def cancel(self, ref: str) -> Job:
+        """Cancel a job that has not ended, on Google's side too, or stop one waiting on the user."""
+        return lifecycle.cancel(self.db, ref, self.gateway)
+
+    def retry(self, ref: str) -> Job:
+        """Start a new job for one that ended without completing; the old one stays as it is."""
+        job = self.get(ref)
+        if job.status in ACTIVE_STATUSES or job.status == JobStatus.COMPLETED:
+            raise InvalidJobState(
+                f"job {job.short_id} is {job.status}; only jobs that ended without completing can be retried"
+            )
+        return self.submit(job.question, agent=job.agent, retry_of=job.id).job
+
+    def wait(self, ref: str, progress: Progress = _ignore, timeout: float | None = None) -> Job:
+        """Watch the database until a worker has taken the job to its end (or `timeout` seconds pass)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.get(ref)
+        while True:
+            progress(job)
+            if job.status not in ACTIVE_STATUSES or (deadline is not None and time.monotonic() > deadline):
+                return job
+            time.sleep(WAIT_TICK)
+            job = lifecycle.reload(self.settings, job.id)
+
+    def run(
+        self,
+        question: str,
+        *,
+        agent: str | None = None,
+        emulator: bool | None = None,
+        progress: Progress = _ignore,
+        notice: Callable[[str], None] = _ignore,
+    ) -> Job:
+        """Research a question in this process, without broker or worker, and return the finished job.
+
+        `emulator` (default: only when no API key is set) runs it against a private local emulator.
+        """
+        with self._api_settings(emulator, notice) as (api, private):
+            gateway = self.gateway(api)  # key and settings are checked before anything is stored
+            job = store.add(self.db, store.new_job(api, clean_question(question), clean_agent(agent or api.agent)))
+            with lifecycle.interruptible():
+                try:
+                    return lifecycle.run_inline(api, job.id, gateway, progress)
+                except KeyboardInterrupt:
+                    self._interrupted(job.id, private, notice)
+                    raise
+
+    @contextmanager
+    def _api_settings(self, emulator: bool | None, notice: Callable[[str], None]) -> Iterator[tuple[Settings, bool]]:
+        if not (emulator if emulator is not None else self.settings.api_key is None):
+            yield self.settings, False
+            return
+        from research_emulator import EmulatorSettings, run_in_thread
+
+        with run_in_thread(EmulatorSettings(host="127.0.0.1", port=0)) as running:
+            notice(f"Using a private local emulator at {running.url}: the report will be emulated.")
+            yield self.settings.for_private_emulator(running.url), True
+
+    def _interrupted(self, job_id: str, private: bool, notice: Callable[[str], None]) -> None:
+        if private:  # the private emulator dies with this process, and its interaction with it
+            lifecycle.abandon(self.settings, job_id, "interrupted; the private emulator stopped with `research run`")
+            return
+        notice(f"Job {job_id[:8]} goes on: a `research worker` will finish it, or `research cancel {job_id[:8]}`.")
+
+    # -- batches --------------------------------------------------------------------------------------------
+
+    def submit_batch(
+        self, source: Path | list[Item], *, name: str | None = None, agent: str | None = None
+    ) -> BatchSubmitted:
+        """Store every question of a batch file (or list of items) as one batch; the workers pick them up."""
+        items = batchfile.read(source) if isinstance(source, Path) else source
+        default_agent = clean_agent(agent or self.settings.agent)
+        label = name if name is not None else (source.stem if isinstance(source, Path) else "batch")
+        self.check_broker()
+        try:
+            with db.session(self.db) as session:
+                batch, skipped = batches.add(
+                    session, label, items, default_agent, source=str(source) if isinstance(source, Path) else None
+                )
+        except IntegrityError:
+            raise InvalidInput(
+                "another batch with the same idempotency keys was submitted at the same time; "
+                "run `research batch status` on it, or submit again to skip its keys"
+            ) from None
+        return BatchSubmitted(batch, skipped)
+
+    def batch(self, ref: str) -> Batch:
+        """A batch by id, unique id prefix, or name (the newest of that name)."""
+        return batches.find(self.db, ref)
+
+    def batch_jobs(self, batch: Batch) -> list[Job]:
+        return batches.jobs_of(self.db, batch.id)
+
+    def wait_batch(self, ref: str, progress: BatchProgress = _ignore, tick: float = 1.0) -> Batch:
+        """Wait until every job of the batch has ended and its digest is written."""
+        batch = self.batch(ref)
+        while True:
+            progress(batch, self.batch_jobs(batch))
+            if batch.finished_at is not None:
+                return batch
+            time.sleep(tick)
+            batch = self.batch(batch.id)
+
+    # -- schedules ------------------------------------------------------------------------------------------
+
+    def add_schedule(
+        self,
+        name: str,
+        cron: str,
+        *,
+        queries: tuple[str, ...] = (),
+        file: Path | None = None,
+        agent: str | None = None,
+        timezone: str = "UTC",
+        catch_up: bool = True,
+    ) -> Schedule:
+        """Add a cron schedule whose every due time creates a batch of these questions."""
+        if bool(queries) == bool(file):
+            raise InvalidInput("give the questions with --query (repeatable) or --file, not both")
+        items = batchfile.read(file) if file else [Item(clean_question(q)) for q in queries]
+        agent = clean_agent(agent or self.settings.agent)
+        return schedules.add(self.db, name, cron, items, agent, timezone, catch_up)
+
+    def schedules(self) -> list[Schedule]:
+        return schedules.all_schedules(self.db)
+
+    def schedule(self, name: str) -> Schedule:
+        return schedules.find(self.db, name)
+
+    def pause_schedule(self, name: str, paused: bool = True) -> Schedule:
+        return schedules.set_paused(self.db, name, paused)
+
+    def remove_schedule(self, name: str) -> Schedule:
+        return schedules.remove(self.db, name)
+
+    def run_schedule_now(self, name: str) -> Batch:
+        """Fire a schedule once now; its next run time stays as it was."""
+        return schedules.run_now(self.db, name)

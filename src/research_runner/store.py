@@ -1,0 +1,206 @@
+"""The job table's SQL: new rows, lookups, leases and conditional transitions. The only SQL about jobs.
+
+Every transition is a conditional UPDATE on the job's current status, so a duplicated or late message can
+repeat a step but never apply one twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlmodel import col
+
+from research_runner import db
+from research_runner.exceptions import InvalidInput, JobNotFound
+from research_runner.models import Job, JobStatus, utcnow
+from research_runner.settings import Settings
+
+DISPATCH_BATCH = 500
+
+# Enough of a question for the dispatcher to label its tasks (worker.task_label flattens and cuts it).
+QUESTION_START_CHARS = 120
+MIN_ID_PREFIX = 4
+
+
+def new_job(
+    settings: Settings,
+    question: str,
+    agent: str,
+    *,
+    retry_of: str | None = None,
+    idempotency_key: str | None = None,
+    batch_id: str | None = None,
+    tags: tuple[str, ...] = (),
+    held: bool = True,
+) -> Job:
+    """The one way a job row is built: already validated input, queued, due now.
+
+    `held` gives it a lease so the dispatcher stays away while its first step is sent directly; a batch's jobs
+    are not held, the dispatcher sends them within a tick.
+    """
+    now = utcnow()
+    return Job(
+        question=question,
+        agent=agent,
+        retry_of=retry_of,
+        idempotency_key=idempotency_key,
+        batch_id=batch_id,
+        tags=json.dumps(list(tags)) if tags else None,
+        created_at=now,
+        next_poll_at=now,
+        lease_until=now + timedelta(seconds=settings.lease_seconds) if held else None,
+    )
+
+
+def add(settings: Settings, job: Job) -> Job:
+    with db.session(settings) as session:
+        session.add(job)
+    return job
+
+
+def transition(settings: Settings, job_id: str, from_statuses: Iterable[str], **values: Any) -> bool:
+    """Apply `values` only if the job is still in one of `from_statuses`; True if it was."""
+    values.setdefault("updated_at", utcnow())
+    statement = (
+        update(Job).where(col(Job.id) == job_id, col(Job.status).in_([str(s) for s in from_statuses])).values(**values)
+    )
+    with db.session(settings) as session:
+        return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def take_for_create(settings: Settings, job_id: str, lease: datetime) -> Job | None:
+    """Move a queued job to submitting and return it, in one round trip; None if it was not queued."""
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.QUEUED)
+        .values(status=JobStatus.SUBMITTING, lease_until=lease, updated_at=utcnow())
+        .returning(Job)
+    )
+    with db.session(settings) as session:
+        return session.scalars(statement).first()
+
+
+def load(settings: Settings, job_id: str) -> Job | None:
+    with db.session(settings) as session:
+        return session.get(Job, job_id)
+
+
+def load_many(settings: Settings, job_ids: Iterable[str]) -> list[Job]:
+    """The jobs that exist among `job_ids`, in one query."""
+    with db.session(settings) as session:
+        return list(session.scalars(select(Job).where(col(Job.id).in_(list(job_ids)))))
+
+
+def find(settings: Settings, ref: str) -> Job:
+    """A job by its id or a unique prefix of it (as shown by `research list`)."""
+    ref = ref.strip().lower()
+    if len(ref) < MIN_ID_PREFIX:
+        raise InvalidInput(f"job id {ref!r} is too short; give at least {MIN_ID_PREFIX} characters")
+    with db.session(settings) as session:
+        matches = list(session.scalars(select(Job).where(col(Job.id).startswith(ref)).limit(2)))
+    if not matches:
+        raise JobNotFound(f"no job with id {ref!r}; `research list` shows the jobs")
+    if len(matches) > 1:
+        raise InvalidInput(f"job id {ref!r} is ambiguous; give more characters")
+    return matches[0]
+
+
+def list_jobs(settings: Settings, status: str | None = None, limit: int = 20, batch_id: str | None = None) -> list[Job]:
+    query = select(Job).order_by(col(Job.created_at).desc()).limit(limit)
+    if status:
+        query = query.where(col(Job.status) == status)
+    if batch_id:
+        query = query.where(col(Job.batch_id) == batch_id)
+    with db.session(settings) as session:
+        return list(session.scalars(query))
+
+
+def by_idempotency_key(settings: Settings, key: str) -> Job | None:
+    with db.session(settings) as session:
+        return session.scalars(select(Job).where(col(Job.idempotency_key) == key)).first()
+
+
+def forget(settings: Settings, job_id: str) -> None:
+    with db.session(settings) as session:
+        session.execute(delete(Job).where(col(Job.id) == job_id, col(Job.status) == JobStatus.QUEUED))
+
+
+def claim_due(settings: Settings, now: datetime | None = None) -> list[tuple[str, str, str]]:
+    """Lease the jobs whose next step is due; returns (job id, status, question start) for the dispatcher.
+
+    The question's start only labels the tasks in Flower, so the database cuts it rather than sending it all.
+    """
+    now = now or utcnow()
+    due = and_(
+        col(Job.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+        col(Job.next_poll_at) <= now,
+        or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now),
+    )
+    # SKIP LOCKED: two dispatchers claim disjoint rows instead of deadlocking (PostgreSQL; SQLite serialises).
+    candidates = (
+        select(col(Job.id))
+        .where(due)
+        .order_by(col(Job.next_poll_at))
+        .limit(DISPATCH_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(Job)
+        .where(col(Job.id).in_(candidates.scalar_subquery()), due)
+        .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
+        .returning(col(Job.id), col(Job.status), func.substr(col(Job.question), 1, QUESTION_START_CHARS))
+    )
+    with db.session(settings) as session:
+        return [(row[0], row[1], row[2]) for row in session.execute(statement)]
+
+
+def reap_interrupted_creates(settings: Settings, now: datetime | None = None) -> int:
+    """A create whose worker died mid-request may or may not have started an interaction: ask the user."""
+    now = now or utcnow()
+    statement = (
+        update(Job)
+        .where(col(Job.status) == JobStatus.SUBMITTING, col(Job.lease_until) < now)
+        .values(
+            status=JobStatus.NEEDS_ATTENTION,
+            lease_until=None,
+            updated_at=now,
+            error="the worker stopped while creating the interaction, so one may or may not exist; "
+            "no second one was started. Run `research retry JOB` to start anew.",
+        )
+    )
+    with db.session(settings) as session:
+        return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+_RESCHEDULED = ("poll_count", "next_poll_at", "lease_until", "error", "updated_at", "remote_status", "last_thought")
+
+
+_RESCHEDULE_MANY = (
+    update(Job)
+    # poll_count as it was loaded: a poll of the same job that finished in the meantime (a batch can outlast
+    # its lease, and the job be handed out again) has moved it on, and its newer schedule stands.
+    .where(
+        col(Job.id) == bindparam("job_id"),
+        col(Job.status) == JobStatus.RUNNING,
+        col(Job.poll_count) == bindparam("polls_before"),
+    )
+    .values({name: bindparam(f"new_{name}") for name in _RESCHEDULED})
+)
+
+
+def reschedule_all(settings: Settings, pending: list[dict[str, Any]]) -> None:
+    """Write the next poll of several still-running jobs in one statement (executemany), guarded by status."""
+    if pending:
+        with db.session(settings) as session:
+            session.connection().execute(_RESCHEDULE_MANY, pending)
+
+
+def unwritten_reports(settings: Settings, limit: int = 100) -> list[Job]:
+    """Finished jobs whose report is in the row but not yet on disk."""
+    query = select(Job).where(col(Job.report_error).is_not(None), col(Job.report_markdown).is_not(None)).limit(limit)
+    with db.session(settings) as session:
+        return list(session.scalars(query))
