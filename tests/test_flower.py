@@ -72,11 +72,6 @@ class FlowerProcess:
         status, body = self.get(f"/api/tasks?taskname={name}")
         return json.loads(body) if status == 200 else {}
 
-    def live_workers(self) -> list[str]:
-        """Workers whose events reach Flower (it counts events per worker)."""
-        status, body = self.get("/workers?json=1")
-        return [w["hostname"] for w in json.loads(body)["data"] if w.get("status")] if status == 200 else []
-
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -137,8 +132,9 @@ def stack(emulator_process: EmulatorHandle, tmp_path_factory: pytest.TempPathFac
     flower = FlowerProcess(env, tmp_path / "flower.log")
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
-        # Flower only sees events sent while it listens: wait until the worker's heartbeats reach it.
-        wait_for(flower.live_workers, 30, "Flower to receive the worker's events")
+        # Flower only sees events sent while it listens, and switches the worker's task events on when it
+        # connects: wait until the worker says so.
+        wait_for(lambda: "enabled by remote" in worker.log(), 30, "Flower to switch the worker's task events on")
         submitted = CliRunner().invoke(cli, ["submit", "--json", QUESTION], env=env)
         assert submitted.exit_code == 0, submitted.output
         job_id = json.loads(submitted.stdout)["id"]
