@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +18,7 @@ THOUGHT_PREVIEW = 100
 
 
 def job_dict(job: Job) -> dict[str, Any]:
-    def when(value: datetime | None) -> str | None:
+    def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
 
     return {
@@ -30,9 +30,9 @@ def job_dict(job: Job) -> dict[str, Any]:
         "report_path": job.report_path,
         "report_title": job.report_title,
         "error": job.error,
-        "created_at": when(job.created_at),
-        "submitted_at": when(job.submitted_at),
-        "finished_at": when(job.finished_at),
+        "created_at": iso(job.created_at),
+        "submitted_at": iso(job.submitted_at),
+        "finished_at": iso(job.finished_at),
         "poll_count": job.poll_count,
         "total_tokens": job.total_tokens,
         "retry_of": job.retry_of,
@@ -46,15 +46,35 @@ def to_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def when(moment: datetime) -> str:
+    """The one way a point in time is shown to people: in UTC, to the minute, e.g. `2026-11-26 10:38 UTC`."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
 def duration_text(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
+    """The one way a length of time is shown: `45s`, `12m 05s`, `3h 04m 05s`, `2d 03h 04m`."""
+    minutes, secs = divmod(max(int(seconds), 0), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def age(moment: datetime, now: datetime | None = None) -> str:
+    """How long ago, in the largest whole unit: `45s`, `12m`, `3h`, `2d`; for narrow columns."""
+    seconds = max(int(((now or utcnow()) - moment).total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def elapsed(job: Job) -> str:
-    seconds = int(((job.finished_at or utcnow()) - job.created_at).total_seconds())
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+    """How long the job has run: from creation to its end, or to now if it has not ended."""
+    return duration_text(((job.finished_at or utcnow()) - job.created_at).total_seconds())
 
 
 def preview(text: str | None, limit: int) -> str:
@@ -77,14 +97,17 @@ def outcome_line(job: Job) -> str:
     return f"Job {job.short_id} {job.status}{detail}{saved}"
 
 
-def jobs_table(jobs: list[Job]) -> Table:
+def jobs_table(jobs: list[Job], now: datetime | None = None) -> Table:
+    """One line per job: id, status, age since submit, and as much of the question as the width leaves."""
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "STATUS", "AGE", "QUESTION", "REPORT"):
-        table.add_column(column, no_wrap=column != "QUESTION")
+    for column in ("ID", "STATUS", "AGE"):
+        table.add_column(column, no_wrap=True)
+    # The only column rich may narrow; each question is cut to one line there rather than wrapped.
+    table.add_column("QUESTION")
     for job in jobs:
-        # Text, not markup: questions and paths may contain [brackets].
-        cells = (job.short_id, job.status, elapsed(job), preview(job.question, QUESTION_PREVIEW), job.report_path or "")
-        table.add_row(*(Text(cell) for cell in cells))
+        # Text, not markup: questions may contain [brackets].
+        question = Text(" ".join(job.question.split()), no_wrap=True, overflow="ellipsis")
+        table.add_row(Text(job.short_id), Text(job.status), Text(age(job.created_at, now)), question)
     return table
 
 
@@ -95,9 +118,9 @@ def status_card(job: Job) -> str:
         ("question", job.question),
         ("agent", job.agent),
         ("interaction", job.interaction_id),
-        ("created", job.created_at),
-        ("submitted", job.submitted_at),
-        ("finished", job.finished_at),
+        ("created", when(job.created_at)),
+        ("submitted", job.submitted_at and when(job.submitted_at)),
+        ("finished", job.finished_at and when(job.finished_at)),
         ("elapsed", elapsed(job)),
         ("polls", job.poll_count),
         ("tokens", job.total_tokens),
@@ -119,7 +142,20 @@ def report_body(markdown: str) -> str:
     return markdown
 
 
-def render_report(console: Console, job: Job) -> None:
+def report_text(job: Job) -> str:
+    """The report as plain Markdown for a pipe or a file: every source URL readable, no padding added."""
+    assert job.report_markdown is not None
+    return report_body(job.report_markdown).rstrip("\n") + "\n"
+
+
+def render_report(console: Console, job: Job, plain: bool | None = None) -> None:
+    """Rendered Markdown on a terminal; plain Markdown text elsewhere (`plain=None` asks the console)."""
+    if plain is None:
+        plain = not console.is_terminal
+    if plain:
+        # Rich would turn links into terminal hyperlinks, which a pipe loses, and pad lines to the width.
+        console.out(report_text(job), highlight=False, end="")
+        return
     assert job.report_markdown is not None
     console.print(Text(f"{job.short_id} · {job.status} · {job.report_path}", style="dim"))
     console.print(Markdown(report_body(job.report_markdown)))
