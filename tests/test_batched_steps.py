@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest

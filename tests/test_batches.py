@@ -65,7 +65,7 @@ BAD_FILES = [
     (
         "batch.txt",
         [f"q{i}" for i in range(16)] + ["x" * 9000],
-        "Error: batch.txt, line 17: the question is longer than 8000 characters",
+        "Error: batch.txt, line 17: the question is 9000 characters long; the limit is 8000",
     ),
     (
         "batch.jsonl",

@@ -117,7 +117,8 @@ def test_submit_needs_no_api_key_only_the_worker_does(runner_env: dict[str, str]
     assert json.loads(result.stdout)["status"] == "queued"
     worker = invoke(env, "worker")
     assert (worker.exit_code, worker.stderr) == (
-        2, "Error: no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY); a worker calls the API\n"
+        2,
+        "Error: no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY); a worker calls the API\n",
     )
 
 
@@ -154,7 +155,7 @@ def test_submit_status_list_show_on_success(runner_env: dict[str, str], finished
     shown = invoke(runner_env, "show", finished_job)
     assert shown.exit_code == 0 and "Sources" in shown.stdout and "job_id:" not in shown.stdout
     table = invoke(runner_env, "list").stdout.splitlines()
-    assert table[0].split() == ["ID", "STATUS", "AGE", "QUESTION", "REPORT"]
+    assert table[0].split() == ["ID", "STATUS", "AGE", "QUESTION"]
     assert table[1].startswith(f"{finished_job[:8]}  completed")
     assert "Done already? [[emulator duration=0.2]]" in table[1], "questions are shown as text, not markup"
 

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from research_runner import db
-from research_runner.config import load_settings
+from research_runner.settings import load_settings
 
 
 def differences(url: str) -> list[Any]:

@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from research_runner.constants import IDEMPOTENCY_KEY_MAX_CHARS, MAX_QUESTION_CHARS
 from research_runner.exceptions import InvalidInput
-from research_runner.validation import clean_agent as check_agent
+from research_runner.validation import agent_problem, key_problem, question_problem
 
 MAX_BATCH_ITEMS = 1000
 MAX_BATCH_BYTES = 5 * 1024 * 1024
@@ -182,10 +181,9 @@ def _item(source: str, number: int, record: dict[str, Any]) -> Item:
                 source, number, f"the {name} field holds a NUL character (\\0), which PostgreSQL cannot store"
             )
     question = record.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise LineError(source, number, "the question is empty")
-    if len(question.strip()) > MAX_QUESTION_CHARS:
-        raise LineError(source, number, f"the question is longer than {MAX_QUESTION_CHARS} characters")
+    problem = question_problem(question) if isinstance(question, str) else "the question is empty"
+    if problem or not isinstance(question, str):
+        raise LineError(source, number, problem or "the question is empty")
     return Item(
         question.strip(),
         _agent(source, number, record.get("agent")),
@@ -203,10 +201,10 @@ def _holds_nul(value: Any) -> bool:
 def _agent(source: str, number: int, agent: Any) -> str | None:
     if agent is None:
         return None
-    try:
-        return check_agent(str(agent))
-    except InvalidInput as exc:
-        raise LineError(source, number, str(exc)) from None
+    problem = agent_problem(str(agent))
+    if problem:
+        raise LineError(source, number, problem)
+    return str(agent)
 
 
 def _tags(source: str, number: int, record: dict[str, Any]) -> tuple[str, ...]:
@@ -219,8 +217,9 @@ def _tags(source: str, number: int, record: dict[str, Any]) -> tuple[str, ...]:
 def _key(source: str, number: int, key: Any) -> str | None:
     if key is None:
         return None
-    if not isinstance(key, str) or not key.strip() or len(key) > IDEMPOTENCY_KEY_MAX_CHARS:
-        raise LineError(source, number, f"the idempotency key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} characters")
+    problem = key_problem(key) if isinstance(key, str) else key_problem("")
+    if problem or not isinstance(key, str):
+        raise LineError(source, number, problem or "the idempotency key must be text")
     return key
 
 

@@ -90,8 +90,6 @@ class Job(SQLModel, table=True):
     retry_of: str | None = Field(default=None, max_length=32)
     idempotency_key: str | None = Field(default=None, max_length=200, unique=True, index=True)
     batch_id: str | None = Field(default=None, max_length=32, index=True)
-    # Order within its batch, as the batch file gave it: jobs of one batch share created_at.
-    batch_position: int | None = None
     tags: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON list
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     submitted_at: datetime | None = _when()

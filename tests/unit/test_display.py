@@ -43,7 +43,7 @@ def job(**fields: object) -> Job:
         "finished_at": NOW - timedelta(minutes=1),
         "report_path": "/home/someone/research/reports/2026-11-26-what-are-the-main-causes-0123456.md",
     }
-    return Job(**{**values, **fields})
+    return Job.model_validate({**values, **fields})
 
 
 def rendered(renderable: object, width: int) -> list[str]:
