@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -99,6 +100,30 @@ def links_of(markdown: str) -> list[str]:
     ]
 
 
+def texts_of(markdown: str, kind: str) -> list[str]:
+    """The literal text of every heading ("heading") or link label ("link"), as a reader sees it."""
+    found, tokens = [], MarkdownIt().parse(markdown)
+    for opener, inline in itertools.pairwise(tokens):
+        if kind == "heading" and opener.type == "heading_open":
+            found.append("".join(child.content for child in inline.children or []))
+        if kind == "link" and inline.type == "inline":
+            found += _labels(inline.children or [])
+    return found
+
+
+def _labels(children: list[Any]) -> list[str]:
+    labels, label = [], None
+    for child in children:
+        if child.type == "link_open":
+            label = ""
+        elif child.type == "link_close" and label is not None:
+            labels.append(label)
+            label = None
+        elif label is not None:
+            label += child.content
+    return labels
+
+
 def test_thirty_question_batch_ends_with_a_digest_linking_every_report(
     env: dict[str, str], settings: Settings, tmp_path: Path, start_worker: Any, emulator: Any
 ) -> None:
@@ -128,11 +153,13 @@ def test_thirty_question_batch_ends_with_a_digest_linking_every_report(
     linked = {(Path(batch.digest_path).parent / link).resolve() for link in links_of(digest)}
     reported = {Path(str(job.report_path)).resolve() for job in found if job.report_path}
     assert linked == reported and len(reported) >= 18
-    for job in found:
-        assert job.question in digest
+    headings, labels = texts_of(digest, "heading"), texts_of(digest, "link")
+    assert headings[0] == "Batch: thirty ports"
+    for number, job in enumerate(found, 1):
+        assert headings[number] == f"{number}. {job.question}"
         if job.status == "completed":
             title = frontmatter.loads(Path(str(job.report_path)).read_text())["title"]
-            assert f"[{title}]" in digest and batches.first_paragraph(str(job.report_markdown)) in digest
+            assert title in labels and batches.first_paragraph(str(job.report_markdown)) in digest
     status = invoke(env, "batch", "status", "thirty ports")
     assert "completed:      18" in status.stdout and f"digest:         {batch.digest_path}" in status.stdout
     listed = json.loads(invoke(env, "list", "--batch", batch_id[:8], "--json", "--limit", "100").stdout)
