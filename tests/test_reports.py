@@ -108,7 +108,7 @@ def test_a_five_megabyte_report_keeps_every_byte_but_its_trailing_sources() -> N
     middle = "### Sources\n\n1. early list\n\n### Limitations\n\n" + "A long paragraph of findings [1].\n\n" * 150_000
     text = f"# Big\n\n{middle}### Recommendation\n\nDone."
     assert len(text) > 5_000_000
-    body = frontmatter.loads(reports.render(job(), cited(text + "\n\n## References\n\n- [x](y)\n"), CREATED).markdown)
+    body = frontmatter.loads(reports.render(job(), cited(text + "\n\n### References\n\n- [x](y)\n"), CREATED).markdown)
     assert body.content == text + "\n\n## Sources\n\n1. [A](<https://a.example/x>)"
 
 
