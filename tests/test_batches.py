@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -17,8 +18,10 @@ from markdown_it import MarkdownIt
 from sqlalchemy import text
 
 from research_runner import batches, db, schedules
+from research_runner.batchfile import Item
 from research_runner.cli import cli
-from research_runner.models import ACTIVE_STATUSES
+from research_runner.exceptions import InvalidInput, JobNotFound
+from research_runner.models import ACTIVE_STATUSES, Batch
 from research_runner.settings import Settings
 
 from conftest import settings_from
@@ -99,6 +102,30 @@ def links_of(markdown: str) -> list[str]:
     ]
 
 
+def texts_of(markdown: str, kind: str) -> list[str]:
+    """The literal text of every heading ("heading") or link label ("link"), as a reader sees it."""
+    found, tokens = [], MarkdownIt().parse(markdown)
+    for opener, inline in itertools.pairwise(tokens):
+        if kind == "heading" and opener.type == "heading_open":
+            found.append("".join(child.content for child in inline.children or []))
+        if kind == "link" and inline.type == "inline":
+            found += _labels(inline.children or [])
+    return found
+
+
+def _labels(children: list[Any]) -> list[str]:
+    labels, label = [], None
+    for child in children:
+        if child.type == "link_open":
+            label = ""
+        elif child.type == "link_close" and label is not None:
+            labels.append(label)
+            label = None
+        elif label is not None:
+            label += child.content
+    return labels
+
+
 def test_thirty_question_batch_ends_with_a_digest_linking_every_report(
     env: dict[str, str], settings: Settings, tmp_path: Path, start_worker: Any, emulator: Any
 ) -> None:
@@ -128,11 +155,13 @@ def test_thirty_question_batch_ends_with_a_digest_linking_every_report(
     linked = {(Path(batch.digest_path).parent / link).resolve() for link in links_of(digest)}
     reported = {Path(str(job.report_path)).resolve() for job in found if job.report_path}
     assert linked == reported and len(reported) >= 18
-    for job in found:
-        assert job.question in digest
+    headings, labels = texts_of(digest, "heading"), texts_of(digest, "link")
+    assert headings[0] == "Batch: thirty ports"
+    for number, job in enumerate(found, 1):
+        assert headings[number] == f"{number}. {job.question}"
         if job.status == "completed":
             title = frontmatter.loads(Path(str(job.report_path)).read_text())["title"]
-            assert f"[{title}]" in digest and batches.first_paragraph(str(job.report_markdown)) in digest
+            assert title in labels and batches.first_paragraph(str(job.report_markdown)) in digest
     status = invoke(env, "batch", "status", "thirty ports")
     assert "completed:      18" in status.stdout and f"digest:         {batch.digest_path}" in status.stdout
     listed = json.loads(invoke(env, "list", "--batch", batch_id[:8], "--json", "--limit", "100").stdout)
@@ -225,6 +254,18 @@ BAD_SCHEDULES = [
     ),
     (["--cron", "0 9 * * 1"], "Error: give the questions with --query (repeatable) or --file, not both"),
     (["--cron", "0 9 * * 1", "--query", "   "], "Error: the question is empty; pass the research question as text"),
+    (
+        ["--cron", "0 9 30 2 *", "--query", "q"],
+        "Error: cron expression '0 9 30 2 *' never fires: no date matches it, e.g. 30 February",
+    ),
+    (
+        ["--cron", "0 9 * * 1", "--query", "Pad {date:>9000}"],
+        "Error: placeholder {date:>9000} in 'Pad {date:>9000}' has a format or conversion; write {date} or {week}",
+    ),
+    (
+        ["--cron", "0 9 * * 1", "--query", "ok {date}", "--query", "x" * 7990 + " {date}"],
+        f"Error: the question {'x' * 79 + '…'!r} expands to up to 8001 characters; the limit is 8000",
+    ),
 ]
 
 
@@ -246,4 +287,102 @@ def test_a_duplicate_schedule_name_is_refused(env: dict[str, str], settings: Set
         2,
         "Error: a schedule named 'weekly' already exists; pick another name or remove it first\n",
     )
+    assert dump(settings) == before
+
+
+def submit_keyed(settings: Settings, name: str, keys: list[str]) -> tuple[Batch, int]:
+    items = [Item(f"question {key}", idempotency_key=key) for key in keys]
+    with db.session(settings) as session:
+        return batches.add(session, name, items, "deep-research-preview-04-2026")
+
+
+def test_a_batch_of_known_keys_stores_nothing_and_says_so(
+    env: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "keys.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{k}", "idempotency_key": k}) + "\n" for k in "ab"))
+    assert invoke(env, "batch", str(path)).exit_code == 0
+    before = dump(settings)
+    result = invoke(env, "batch", str(path))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "Error: all 2 question(s) were already submitted (their idempotency keys are known); nothing stored\n",
+    )
+    assert dump(settings) == before
+    with pytest.raises(batches.NothingToSubmit):
+        submit_keyed(settings, "again", ["a", "b"])
+    assert submit_keyed(settings, "partly", ["a", "c"])[1] == 1  # one known key is skipped, the batch is stored
+
+
+def test_a_blank_batch_name_is_refused(env: dict[str, str], settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "one.txt"
+    path.write_text("a question\n")
+    before = dump(settings)
+    result = invoke(env, "batch", str(path), "--name", "  \t ")
+    assert (result.exit_code, result.stderr) == (2, "Error: a batch name needs 1 to 200 characters, not only spaces\n")
+    assert dump(settings) == before
+
+
+def test_an_ambiguous_batch_id_prefix_is_named_as_such(settings: Settings) -> None:
+    with db.session(settings) as session:
+        for suffix in ("1", "2"):
+            session.add(Batch(id="abcd" + suffix * 28, name=f"batch {suffix}", job_count=0))
+    with pytest.raises(InvalidInput, match=r"^batch id 'abcd' is ambiguous; give more characters$"):
+        batches.find(settings, "abcd")
+    assert batches.find(settings, "abcd1").name == "batch 1"
+    assert batches.find(settings, "batch 2").id == "abcd" + "2" * 28
+    with pytest.raises(JobNotFound):
+        batches.find(settings, "abce")
+
+
+def test_a_schedule_from_a_file_keeps_each_items_key(env: dict[str, str], settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"question": "a {date}", "idempotency_key": "acme"}\n{"question": "b {week}"}\n')
+    assert invoke(env, "schedule", "add", "filed", "--cron", "0 9 * * 1", "--file", str(path)).exit_code == 0
+    schedule = schedules.find(settings, "filed")
+    due = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    with db.get_engine(settings.database_url).begin() as conn:
+        conn.execute(text("UPDATE schedules SET next_run_at = :t"), {"t": due})
+    [batch] = schedules.fire_due(settings, due)
+    keys = sorted(str(job.idempotency_key) for job in batches.jobs_of(settings, batch.id))
+    assert keys == [f"schedule:{schedule.id}:{due.isoformat()}:1", f"schedule:{schedule.id}:{due.isoformat()}:key:acme"]
+
+
+def ended_batch(settings: Settings, name: str) -> Batch:
+    batch, _ = submit_keyed(settings, name, [name])
+    with db.get_engine(settings.database_url).begin() as conn:
+        conn.execute(text("UPDATE jobs SET status = 'completed' WHERE batch_id = :b"), {"b": batch.id})
+    return batch
+
+
+def test_a_digest_that_cannot_be_written_does_not_stop_the_others(settings: Settings) -> None:
+    broken, fine = ended_batch(settings, "broken"), ended_batch(settings, "fine")
+    blocked = settings.reports_dir / "batches" / f"{broken.created_at:%Y-%m-%d}-broken-{broken.short_id}.md"
+    blocked.mkdir(parents=True)  # a folder where the digest goes: the rename onto it fails
+    outcome = batches.finalize_each(settings)
+    assert [Path(p).name for p in outcome.done] == [f"{fine.created_at:%Y-%m-%d}-fine-{fine.short_id}.md"]
+    assert [(f.id, f.name) for f in outcome.failures] == [(broken.id, "broken")]
+    assert outcome.failures[0].error.startswith("IsADirectoryError: ")
+    assert batches.find(settings, broken.id).finished_at is None  # tried again on a later tick
+    blocked.rmdir()
+    assert [Path(p).name for p in batches.finalize_ready(settings)] == [blocked.name]
+
+
+def test_a_schedule_that_fails_to_fire_does_not_stop_the_others(env: dict[str, str], settings: Settings) -> None:
+    assert add_schedule(env, "good").exit_code == 0
+    assert add_schedule(env, "legacy").exit_code == 0
+    stored_before_limits = json.dumps([{"question": "x" * 7995 + " {date}"}])  # 8006 characters once expanded
+    due = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    with db.get_engine(settings.database_url).begin() as conn:
+        conn.execute(text("UPDATE schedules SET next_run_at = :t"), {"t": due})
+        conn.execute(text("UPDATE schedules SET items = :i WHERE name = 'legacy'"), {"i": stored_before_limits})
+    outcome = schedules.fire_each(settings, due)
+    assert [b.name for b in outcome.done] == ["good 2026-11-30 09:00"]
+    legacy = schedules.find(settings, "legacy")
+    assert [(f.id, f.name) for f in outcome.failures] == [(legacy.id, "legacy")]
+    assert outcome.failures[0].error.startswith("InvalidInput: the question 'xxx")
+    assert legacy.next_run_at > due  # this due time is spent, not failed again on every tick
+    before = dump(settings)
+    with pytest.raises(InvalidInput, match="expands to up to 8006 characters; the limit is 8000"):
+        schedules.run_now(settings, "legacy")
     assert dump(settings) == before

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import frontmatter
 import pytest
+from markdown_it import MarkdownIt
 
 from research_runner import reports
 from research_runner.models import Job
@@ -88,3 +89,42 @@ def test_a_text_without_heading_gets_the_question_as_title() -> None:
 def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
     target = tmp_path / "r.md"
     target.write_text("old")
+
+
+def cited(text: str) -> Snapshot:
+    return Snapshot(id="i", status="completed", text=text, citations=(Citation("https://a.example/x", "A"),))
+
+
+def test_a_sources_heading_followed_by_more_sections_keeps_them() -> None:
+    text = (
+        "# T\n\nBody [1].\n\n### Sources\n\n1. agent's own\n\n### Limitations\n\nSmall sample.\n\n"
+        "### Recommendation\n\nBuy TPUs."
+    )
+    body = frontmatter.loads(reports.render(job(), cited(text), CREATED).markdown).content
+    assert body == text + "\n\n## Sources\n\n1. [A](<https://a.example/x>)"
+
+
+def test_a_five_megabyte_report_keeps_every_byte_but_its_trailing_sources() -> None:
+    middle = "### Sources\n\n1. early list\n\n### Limitations\n\n" + "A long paragraph of findings [1].\n\n" * 150_000
+    text = f"# Big\n\n{middle}### Recommendation\n\nDone."
+    assert len(text) > 5_000_000
+    body = frontmatter.loads(reports.render(job(), cited(text + "\n\n### References\n\n- [x](y)\n"), CREATED).markdown)
+    assert body.content == text + "\n\n## Sources\n\n1. [A](<https://a.example/x>)"
+
+
+def test_the_title_line_the_runner_adds_cannot_inject_markup() -> None:
+    question = "Line one\r\n---\ntitle: x\n<script>alert(1)</script>\u2028# [link](javascript:x) *em*"
+    report = reports.render(job(question), Snapshot(id="i", status="completed", text="partial"), CREATED)
+    post = frontmatter.loads(report.markdown)
+    assert post["title"] == report.title == reports.one_line(question)
+    first = post.content.split("\n", 1)[0]
+    assert first == "# Line one --- title: x &lt;script&gt;alert(1)&lt;/script&gt; # \\[link\\](javascript:x) \\*em\\*"
+    tokens = MarkdownIt().parse(post.content)
+    assert [t.type for t in tokens if t.type.endswith("_open")] == ["heading_open", "paragraph_open"]
+    heading = tokens[1].children or []
+    assert [child.type for child in heading] == ["text"] and heading[0].content == reports.one_line(question)
+
+
+def test_a_model_heading_is_a_one_line_title() -> None:
+    text = "#\n\nNot a title\n\n# C# on TPUs\u2028really ##\n\nBody"
+    assert reports.title_of(text, "q") == "C# on TPUs really"

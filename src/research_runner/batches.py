@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from sqlalchemy import exists, update
 from sqlmodel import Session, col, select
@@ -20,6 +23,40 @@ from research_runner.settings import Settings
 
 DIGEST_FOLDER = "batches"
 PARAGRAPH_PREVIEW = 600
+NAME_MAX_CHARS = 200  # the batches.name column
+MIN_ID_PREFIX = 4
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class NothingToSubmit(InvalidInput):
+    """Every item of a batch was already submitted (its idempotency key is known), so no batch was stored."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A batch or schedule whose step raised; the step went on with the others. `error` is one line."""
+
+    id: str
+    name: str
+    error: str
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """What a step over many batches or schedules did: what it produced, and which ones failed."""
+
+    done: list[T] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+def check_batch_name(name: str) -> str:
+    """The name to store: stripped, not blank, short enough for its column. Raises InvalidInput otherwise."""
+    stripped = name.strip()
+    if not stripped or len(stripped) > NAME_MAX_CHARS:
+        raise InvalidInput(f"a batch name needs 1 to {NAME_MAX_CHARS} characters, not only spaces")
+    return stripped
 
 
 def add(
@@ -35,9 +72,17 @@ def add(
     """Store a batch and its queued jobs in the caller's transaction; returns (batch, items skipped as known).
 
     Jobs need no message: the dispatcher sends each job's first step within a tick.
+    Raises InvalidInput for a blank name or no items, and NothingToSubmit (an InvalidInput) when every item's
+    idempotency key is already known: then nothing is added to the session, so no empty batch or digest appears.
     """
+    name = check_batch_name(name)
+    require_items(items)
     known = _known_keys(session, [i.idempotency_key for i in items if i.idempotency_key])
     fresh = [item for item in items if item.idempotency_key not in known]
+    if not fresh:
+        raise NothingToSubmit(
+            f"all {len(items)} question(s) were already submitted (their idempotency keys are known); nothing stored"
+        )
     now = utcnow()
     batch = Batch(
         name=name, source=source, schedule_id=schedule_id, due_at=due_at, job_count=len(fresh), created_at=now
@@ -65,18 +110,25 @@ def _known_keys(session: Session, keys: list[str | None]) -> set[str | None]:
 
 
 def find(settings: Settings, ref: str) -> Batch:
-    """A batch by id, unique id prefix, or name (the newest batch of that name)."""
+    """A batch by id, unique id prefix, or name (the newest batch of that name).
+
+    An id prefix that several batches share, and that names no batch, raises InvalidInput.
+    """
     ref = ref.strip()
     with db.session(settings) as session:
-        by_id = list(session.exec(select(Batch).where(col(Batch.id).startswith(ref.lower())).limit(2)))
-        if len(by_id) == 1 and len(ref) >= 4:
+        by_id = []
+        if len(ref) >= MIN_ID_PREFIX:
+            by_id = list(session.exec(select(Batch).where(col(Batch.id).startswith(ref.lower())).limit(2)))
+        if len(by_id) == 1:
             return by_id[0]
         by_name = session.exec(
             select(Batch).where(col(Batch.name) == ref).order_by(col(Batch.created_at).desc()).limit(1)
         ).first()
-    if by_name is None:
-        raise JobNotFound(f"no batch with id or name {ref!r}")
-    return by_name
+    if by_name is not None:
+        return by_name
+    if by_id:
+        raise InvalidInput(f"batch id {ref!r} is ambiguous; give more characters")
+    raise JobNotFound(f"no batch with id or name {ref!r}")
 
 
 def jobs_of(settings: Settings, batch_id: str) -> list[Job]:
@@ -90,11 +142,35 @@ def counts(jobs: list[Job]) -> Counter[str]:
 
 
 def finalize_ready(settings: Settings) -> list[str]:
-    """Write the digest of every batch whose jobs have all ended; returns the digest paths written."""
+    """Write the digest of every batch whose jobs have all ended; returns the digest paths written.
+
+    A batch whose digest fails is logged and skipped (see finalize_each); it is tried again next time.
+    """
+    return finalize_each(settings).done
+
+
+def finalize_each(settings: Settings) -> Outcome[str]:
+    """Like finalize_ready, one batch at a time: one digest that fails to write does not stop the others.
+
+    Returns the digest paths written, and a Failure (batch id, name, error) for each batch that raised.
+    """
     active = exists().where(col(Job.batch_id) == Batch.id, col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))
     with db.session(settings) as session:
         ready = list(session.exec(select(Batch).where(col(Batch.finished_at).is_(None), ~active)))
-    return [path for batch in ready if (path := _finalize(settings, batch))]
+    outcome: Outcome[str] = Outcome()
+    for batch in ready:
+        try:
+            path = _finalize(settings, batch)
+        except Exception as exc:
+            log.exception("the digest of batch %s (%s) failed", batch.id, reports.one_line(batch.name))
+            outcome.failures.append(failure(batch.id, batch.name, exc))
+        else:
+            outcome.done += [path] if path else []
+    return outcome
+
+
+def failure(id_: str, name: str, exc: BaseException) -> Failure:
+    return Failure(id_, name, reports.one_line(f"{type(exc).__name__}: {exc}"))
 
 
 def _finalize(settings: Settings, batch: Batch) -> str | None:
@@ -117,7 +193,7 @@ def digest(batch: Batch, jobs: list[Job], folder: Path, finished: datetime) -> s
     tally = counts(jobs)
     tokens = sum(j.total_tokens or 0 for j in jobs)
     lines = [
-        f"# Batch: {batch.name}",
+        f"# Batch: {reports.inline_text(batch.name)}",
         "",
         f"- Batch: `{batch.id}`" + (f" (schedule firing due {batch.due_at.isoformat()})" if batch.due_at else ""),
         f"- Jobs: {len(jobs)} — " + ", ".join(f"{status}: {n}" for status, n in sorted(tally.items())),
@@ -131,20 +207,18 @@ def digest(batch: Batch, jobs: list[Job], folder: Path, finished: datetime) -> s
 
 
 def _entry(number: int, job: Job, folder: Path) -> list[str]:
-    lines = [f"## {number}. {_one_line(job.question)}", "", f"- Status: {job.status}", f"- Job: `{job.id}`"]
+    # Questions, titles and errors are user or model text: each is one escaped line, so none starts a heading,
+    # a list, front matter or raw HTML in the digest.
+    lines = [f"## {number}. {reports.inline_text(job.question)}", "", f"- Status: {job.status}", f"- Job: `{job.id}`"]
     if job.report_path:
         link = os.path.relpath(job.report_path, folder)
-        lines.append(f"- Report: [{_one_line(job.report_title or link)}](<{link}>)")
+        lines.append(f"- Report: [{reports.inline_text(job.report_title or link)}](<{link}>)")
     if job.error:
-        lines.append(f"- Error: {_one_line(job.error)}")
+        lines.append(f"- Error: {reports.inline_text(job.error)}")
     paragraph = first_paragraph(job.report_markdown or "")
     if paragraph:
-        lines += ["", "> " + paragraph]
+        lines += ["", "> " + paragraph.replace("<", "&lt;")]  # the model's Markdown stays, its raw HTML does not
     return [*lines, ""]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def first_paragraph(markdown: str) -> str:
@@ -152,7 +226,7 @@ def first_paragraph(markdown: str) -> str:
     for block in re.split(r"\n\s*\n", display.report_body(markdown)):
         text = block.strip()
         if text and not text.startswith(("#", ">", "-", "*", "|", "1.")):
-            flat = _one_line(text)
+            flat = reports.one_line(text)
             return flat if len(flat) <= PARAGRAPH_PREVIEW else flat[: PARAGRAPH_PREVIEW - 1] + "…"
     return ""
 

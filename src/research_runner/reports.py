@@ -18,11 +18,16 @@ from research_runner.snapshot import Citation, Snapshot
 
 SLUG_MAX_CHARS = 60
 TITLE_MAX_CHARS = 200
-HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
-# A sources list the agent wrote itself; ours, built from the citations, replaces it.
-TRAILING_SOURCES = re.compile(
-    r"\n#{1,3}\s*(sources|references|works cited|bibliography)\s*:?\s*\n(?:(?!\n#{1,2}\s).)*\Z",
-    re.IGNORECASE | re.DOTALL,
+HEADING = re.compile(r"^#[ \t]+(\S.*)$", re.MULTILINE)
+# A sources list the agent wrote itself; ours, built from the citations, replaces it. Matched one line at a time
+# (see without_trailing_sources), so no pattern ever spans the text and the work stays linear in its length.
+SOURCES_HEADING = re.compile(r" {0,3}#{1,3}[ \t]*(?:sources|references|works cited|bibliography)[ \t]*:?[ \t#]*", re.I)
+LIST_ITEM = re.compile(r"(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
+LINK_STARTS = ("[", "<http", "http://", "https://")
+# Characters that would start Markdown or HTML markup inside a line of text we did not write.
+INLINE_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "`": "\\`", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "~": "\\~", "|": "\\|"}
+    | {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 )
 
 
@@ -41,9 +46,61 @@ def slugify(text: str) -> str:
 
 
 def title_of(text: str, question: str) -> str:
+    """The text's first level-1 heading, else the question: one line, at most TITLE_MAX_CHARS."""
     match = HEADING.search(text)
-    title = match.group(1) if match else " ".join(question.split())
+    title = one_line(_without_closing_hashes(match.group(1)) if match else question)
     return title[:TITLE_MAX_CHARS]
+
+
+def _without_closing_hashes(heading: str) -> str:
+    # CommonMark: a closing run of # only counts after a space ("# C#" is titled "C#"). Done without a regex,
+    # whose backtracking over long runs of spaces would be quadratic.
+    text = heading.rstrip()
+    bare = text.rstrip("#")
+    return bare.rstrip() if bare != text and bare[-1:] in (" ", "\t") else text
+
+
+def one_line(text: str) -> str:
+    """Every run of whitespace, line breaks included (CR, U+2028...), as one space; no leading or trailing space."""
+    return " ".join(text.split())
+
+
+def inline_text(text: str) -> str:
+    """Text we did not write, as one line of Markdown that renders literally: no headings, front matter, links,
+    emphasis or raw HTML can start inside it."""
+    return one_line(text).translate(INLINE_ESCAPES)
+
+
+def without_trailing_sources(text: str) -> str:
+    """`text` minus the sources list the agent ended it with, if any; else `text` unchanged.
+
+    Only a trailing list is removed: a level 1-3 heading named Sources, References, Works cited or Bibliography
+    followed by nothing but list items (with their indented continuation lines), links and blank lines up to the
+    end. The result is always a prefix of `text`, so the model's other text is kept byte for byte. Lines are
+    read backwards from the end, each once.
+    """
+    end, continued = len(text), False
+    while True:
+        start = text.rfind("\n", 0, end) + 1
+        line = text[start:end].rstrip("\r")
+        if SOURCES_HEADING.fullmatch(line):
+            return text if continued else text[:start]
+        kind = _source_line_kind(line)
+        if kind is None or start == 0:
+            return text
+        continued = kind == "continuation" or (continued and kind == "blank")
+        end = start - 1
+
+
+def _source_line_kind(line: str) -> str | None:
+    """What a line of a sources list is: "blank", "item" (a list item or link), "continuation" (indented text that
+    belongs to the item above it), or None: not part of a list."""
+    stripped = line.strip()
+    if not stripped:
+        return "blank"
+    if LIST_ITEM.match(stripped) or stripped.startswith(LINK_STARTS):
+        return "item"
+    return "continuation" if line.startswith(("  ", "\t")) else None
 
 
 def sources(citations: tuple[Citation, ...]) -> list[Citation]:
@@ -64,9 +121,9 @@ def render(job: Job, snapshot: Snapshot, finished_at: datetime) -> Report:
     body = snapshot.text.strip()
     listed = sources(snapshot.citations)
     if listed:
-        body = TRAILING_SOURCES.sub("", body).rstrip()
+        body = without_trailing_sources(body).rstrip()
     if not HEADING.search(body):
-        body = f"# {title}\n\n{body}"
+        body = f"# {inline_text(title)}\n\n{body}".rstrip()
     parts = [_front_matter(job, snapshot, title, finished_at), body]
     if listed:
         parts.append("## Sources\n\n" + "\n".join(_source_line(i, c) for i, c in enumerate(listed, 1)))

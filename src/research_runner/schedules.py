@@ -6,8 +6,11 @@ store the batch with it. A second scheduler, or a retried tick, finds the time a
 
 from __future__ import annotations
 
+import hashlib
 import json
-import string
+import logging
+import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,20 +21,35 @@ from sqlmodel import Session, col, select
 
 from research_runner import batches, db
 from research_runner.batchfile import Item
+from research_runner.constants import IDEMPOTENCY_KEY_MAX_CHARS, MAX_QUESTION_CHARS
 from research_runner.exceptions import InvalidInput, JobNotFound
 from research_runner.models import Batch, Schedule, utcnow
 from research_runner.settings import Settings
 
 PLACEHOLDERS = frozenset({"date", "week"})
+# The longest value each placeholder takes: ISO dates and weeks always write four-digit years.
+LONGEST_VALUES = {"date": "9999-12-31", "week": "9999-W53"}
+# A template is literal text between these tokens: escaped braces, one {field}, or a lone brace.
+TEMPLATE_TOKEN = re.compile(r"(\{\{|\}\}|\{[^{}]*\}|[{}])")
+QUOTED_MAX_CHARS = 80
+
+log = logging.getLogger(__name__)
 # Without catch-up, a firing more than this late (the scheduler was down) is skipped, not run.
 MISSED_GRACE = timedelta(minutes=1)
 NAME_MAX_CHARS = 100
 
 
 def check_cron(expression: str) -> str:
+    """The expression, normalised; InvalidInput if it is malformed or never fires (e.g. "0 9 30 2 *")."""
     expression = " ".join(expression.split())
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
         raise InvalidInput(f'invalid cron expression {expression!r}; use five fields, e.g. "0 9 * * 1"')
+    try:
+        croniter(expression, utcnow()).get_next(datetime)
+    except ValueError:  # CroniterBadDateError: no matching date in the years croniter searches
+        raise InvalidInput(
+            f"cron expression {expression!r} never fires: no date matches it, e.g. 30 February"
+        ) from None
     return expression
 
 
@@ -42,14 +60,57 @@ def check_timezone(name: str) -> ZoneInfo:
         raise InvalidInput(f"unknown timezone {name!r}; use an IANA name such as Europe/Paris or UTC") from None
 
 
+def tokenise(question: str) -> list[str]:
+    """The template as tokens, in order: literal text, "{{", "}}", "{field}" or a lone "{" or "}"."""
+    return [part for part in TEMPLATE_TOKEN.split(question) if part]
+
+
 def check_placeholders(question: str) -> None:
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(question) if name is not None}
-    except ValueError as exc:
-        raise InvalidInput(f"bad braces in {question!r} ({exc}); write literal braces as {{{{ and }}}}") from None
-    unknown = fields - PLACEHOLDERS
-    if unknown:
-        raise InvalidInput(f"unknown placeholder {{{sorted(unknown)[0]}}} in {question!r}; use {{date}} or {{week}}")
+    """InvalidInput unless every field is a bare {date} or {week}; literal braces are written {{ and }}.
+
+    Format specs, conversions, indexes and positional fields ({date:>9000}, {week!r}, {date[0]}, {0}, {}) are
+    refused: expansion is plain replacement, never str.format.
+    """
+    for token in tokenise(question):
+        if token in ("{", "}"):
+            raise InvalidInput(f"a lone {token} in {_quoted(question)}; write literal braces as {{{{ and }}}}")
+        field = token[1:-1] if token not in ("{{", "}}") and token.startswith("{") else None
+        if field is None or field in PLACEHOLDERS:
+            continue
+        if re.split(r"[:!\[.]", field, maxsplit=1)[0] in PLACEHOLDERS:
+            raise InvalidInput(
+                f"placeholder {token} in {_quoted(question)} has a format or conversion; write {{date}} or {{week}}"
+            )
+        raise InvalidInput(f"unknown placeholder {token} in {_quoted(question)}; use {{date}} or {{week}}")
+
+
+def check_expansion(template: str, question: str) -> None:
+    """InvalidInput unless `question`, expanded from `template`, obeys the limits of a submitted question."""
+    text = question.strip()
+    if not text:
+        raise InvalidInput(f"the question {_quoted(template)} is empty once expanded")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise InvalidInput(
+            f"the question {_quoted(template)} expands to up to {len(text)} characters; the limit is "
+            f"{MAX_QUESTION_CHARS}"
+        )
+
+
+def _quoted(question: str) -> str:
+    return repr(question if len(question) <= QUOTED_MAX_CHARS else question[: QUOTED_MAX_CHARS - 1] + "…")
+
+
+def expand_question(question: str, values: Mapping[str, str]) -> str:
+    """{{ and }} as braces, {date} and {week} as their values, anything else as written; never raises."""
+    return "".join(_expand_token(token, values) for token in tokenise(question))
+
+
+def _expand_token(token: str, values: Mapping[str, str]) -> str:
+    if token in ("{{", "}}"):
+        return token[0]
+    if len(token) > 2 and token[0] == "{" and token[-1] == "}":
+        return values.get(token[1:-1], token)
+    return token
 
 
 def next_after(cron: str, timezone: str, after: datetime) -> datetime:
@@ -63,10 +124,14 @@ def latest_due(cron: str, timezone: str, now: datetime) -> datetime:
 
 
 def expand(items: list[Item], due: datetime, timezone: str) -> list[Item]:
+    values = placeholder_values(due, timezone)
+    return [Item(expand_question(i.question, values), i.agent, i.tags, i.idempotency_key) for i in items]
+
+
+def placeholder_values(due: datetime, timezone: str) -> dict[str, str]:
     local = due.astimezone(ZoneInfo(timezone))
     year, week, _ = local.isocalendar()
-    values = {"date": local.date().isoformat(), "week": f"{year}-W{week:02d}"}
-    return [Item(i.question.format(**values), i.agent, i.tags, i.idempotency_key) for i in items]
+    return {"date": local.date().isoformat(), "week": f"{year}-W{week:02d}"}
 
 
 def add(
@@ -84,6 +149,7 @@ def add(
     batches.require_items(items)
     for item in items:
         check_placeholders(item.question)
+        check_expansion(item.question, expand_question(item.question, LONGEST_VALUES))
     schedule = Schedule(
         name=name.strip(),
         cron=cron,
@@ -139,7 +205,11 @@ def remove(settings: Settings, name: str) -> Schedule:
 
 
 def run_now(settings: Settings, name: str) -> Batch:
-    """Fire once now, outside the cron times; the next scheduled time stays as it was."""
+    """Fire once now, outside the cron times; the next scheduled time stays as it was.
+
+    Raises InvalidInput if an expanded question breaks a question's limits (a schedule stored before they were
+    checked), and batches.NothingToSubmit if this very firing was already stored.
+    """
     schedule, now = find(settings, name), utcnow()
     with db.session(settings) as session:
         batch, _ = _batch_for(session, schedule, now, run_now=True)
@@ -147,21 +217,42 @@ def run_now(settings: Settings, name: str) -> Batch:
 
 
 def fire_due(settings: Settings, now: datetime | None = None) -> list[Batch]:
-    """Fire every schedule whose time has come, once per due time, and move it to its next time."""
+    """Fire every schedule whose time has come, once per due time, and move it to its next time.
+
+    Returns the batches stored. A schedule that fails is logged with its traceback and skipped; fire_each also
+    says which failed.
+    """
+    return fire_each(settings, now).done
+
+
+def fire_each(settings: Settings, now: datetime | None = None) -> batches.Outcome[Batch]:
+    """Like fire_due, one schedule at a time: one that raises does not stop the others.
+
+    Returns the batches stored, and a batches.Failure (schedule id, name, error) for each schedule that raised.
+    """
     now = now or utcnow()
     with db.session(settings) as session:
         due = list(
             session.exec(select(Schedule).where(col(Schedule.paused).is_(False), col(Schedule.next_run_at) <= now))
         )
-    fired = []
+    outcome: batches.Outcome[Batch] = batches.Outcome()
     for schedule in due:
-        batch = _fire(settings, schedule, now)
-        if batch is not None:
-            fired.append(batch)
-    return fired
+        try:
+            batch = _fire(settings, schedule, now)
+        except Exception as exc:
+            log.exception("schedule %s failed to fire", schedule.name)
+            outcome.failures.append(batches.failure(schedule.id, schedule.name, exc))
+        else:
+            outcome.done += [batch] if batch else []
+    return outcome
 
 
 def _fire(settings: Settings, schedule: Schedule, now: datetime) -> Batch | None:
+    """The batch of the schedule's due time, or None if it is not to run (claimed elsewhere, missed, stored).
+
+    Questions that break a limit raise InvalidInput once the due time is claimed: that time is spent (it would
+    fail the same way on every tick) and the caller records the failure.
+    """
     due = schedule.next_run_at
     claim = (
         update(Schedule)
@@ -172,22 +263,36 @@ def _fire(settings: Settings, schedule: Schedule, now: datetime) -> Batch | None
         with db.session(settings) as session:
             if not session.execute(claim).rowcount:  # type: ignore[attr-defined]
                 return None  # another scheduler fired this due time
-            if now - due <= MISSED_GRACE:
-                return _batch_for(session, schedule, due)[0]
-            if not schedule.catch_up:
-                return None  # missed while down, and this schedule does not catch up
-            # Caught up once, as the latest missed time, so {date} and {week} name the recent period.
-            return _batch_for(session, schedule, latest_due(schedule.cron, schedule.timezone, now))[0]
+            fire_at = _firing_time(schedule, due, now)
+            try:
+                return _batch_for(session, schedule, fire_at)[0] if fire_at else None
+            except batches.NothingToSubmit:
+                return None  # every key of this firing is known: it was stored already
+            except InvalidInput as exc:
+                problem = exc  # leave the session normally, so the claim commits
     except IntegrityError:
         return None  # the same firing's idempotency keys exist: it was already stored
+    raise problem
+
+
+def _firing_time(schedule: Schedule, due: datetime, now: datetime) -> datetime | None:
+    if now - due <= MISSED_GRACE:
+        return due
+    if not schedule.catch_up:
+        return None  # missed while down, and this schedule does not catch up
+    # Caught up once, as the latest missed time, so {date} and {week} name the recent period.
+    return latest_due(schedule.cron, schedule.timezone, now)
 
 
 def _batch_for(session: Session, schedule: Schedule, due: datetime, run_now: bool = False) -> tuple[Batch, int]:
     tag = f"run-now:{due.isoformat()}" if run_now else due.isoformat()
+    templates = items_of(schedule)
     items = [
-        Item(i.question, i.agent, i.tags, f"schedule:{schedule.id}:{tag}:{n}")
-        for n, i in enumerate(expand(items_of(schedule), due, schedule.timezone))
+        Item(i.question, i.agent, i.tags, firing_key(schedule.id, tag, n, t.idempotency_key))
+        for n, (t, i) in enumerate(zip(templates, expand(templates, due, schedule.timezone), strict=True))
     ]
+    for template, item in zip(templates, items, strict=True):
+        check_expansion(template.question, item.question)
     local = due.astimezone(ZoneInfo(schedule.timezone))
     return batches.add(
         session,
@@ -198,3 +303,20 @@ def _batch_for(session: Session, schedule: Schedule, due: datetime, run_now: boo
         schedule_id=schedule.id,
         due_at=due,
     )
+
+
+def firing_key(schedule_id: str, tag: str, number: int, item_key: str | None) -> str:
+    """The idempotency key of item `number` in one firing (`tag`: its due time, or run-now and the time).
+
+    The item's own key is kept when it has one, scoped to the schedule and firing: each firing must ask again,
+    so the key alone would make every firing after the first skip the item, while in the scoped key it still
+    names the item the job came from and stays unique within the firing (a batch file repeats no key). Too long
+    for the column, it is replaced by its SHA-256. Items without a key are numbered; "key:" and "sha256:" keep
+    the three forms apart.
+    """
+    if item_key is None:
+        return f"schedule:{schedule_id}:{tag}:{number}"
+    key = f"schedule:{schedule_id}:{tag}:key:{item_key}"
+    if len(key) <= IDEMPOTENCY_KEY_MAX_CHARS:
+        return key
+    return f"schedule:{schedule_id}:{tag}:sha256:{hashlib.sha256(item_key.encode()).hexdigest()}"
