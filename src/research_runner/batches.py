@@ -164,9 +164,16 @@ def finalize_each(settings: Settings) -> Outcome[str]:
         except Exception as exc:
             log.exception("the digest of batch %s (%s) failed", batch.id, reports.one_line(batch.name))
             outcome.failures.append(failure(batch.id, batch.name, exc))
+            _record_digest_error(settings, batch, outcome.failures[-1].error)
         else:
             outcome.done += [path] if path else []
     return outcome
+
+
+def _record_digest_error(settings: Settings, batch: Batch, error: str) -> None:
+    if error != batch.digest_error:
+        with db.session(settings) as session:
+            session.execute(update(Batch).where(col(Batch.id) == batch.id).values(digest_error=error))
 
 
 def failure(id_: str, name: str, exc: BaseException) -> Failure:
@@ -182,7 +189,7 @@ def _finalize(settings: Settings, batch: Batch) -> str | None:
     statement = (
         update(Batch)
         .where(col(Batch.id) == batch.id, col(Batch.finished_at).is_(None))
-        .values(finished_at=finished, digest_path=str(path))
+        .values(finished_at=finished, digest_path=str(path), digest_error=None)
     )
     with db.session(settings) as session:
         won = bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]

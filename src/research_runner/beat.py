@@ -63,15 +63,18 @@ class TickReport:
 def tick(settings: Settings, send: Send) -> TickReport:
     """One dispatch tick. Each step is isolated, so one broken schedule or digest never stops the polls."""
     report = TickReport()
-    fired = _isolated(report, "schedules", lambda: schedules.fire_due(settings))  # first: its jobs start now
-    report.schedules_fired = len(fired or [])
+    fired = _isolated(report, "schedules", lambda: schedules.fire_each(settings))  # first: its jobs start now
+    report.schedules_fired = len(fired.done) if fired else 0
+    report.failures += [f"schedule {f.name}: {f.error}" for f in (fired.failures if fired else [])]
     report.interrupted_creates = _isolated(report, "reaper", lambda: store.reap_interrupted_creates(settings)) or 0
     due = store.claim_due(settings)  # not isolated: without it the tick has no purpose, so let beat log it
     report.dispatched = len(due)
     # Polls first: they are due now and quick, while a burst of creates can take a while to drain.
     for status in (JobStatus.RUNNING, JobStatus.QUEUED):
         send(status, [(job_id, start) for job_id, s, start in due if s == status])
-    report.digests_written = len(_isolated(report, "digests", lambda: batches.finalize_ready(settings)) or [])
+    digests = _isolated(report, "digests", lambda: batches.finalize_each(settings))
+    report.digests_written = len(digests.done) if digests else 0
+    report.failures += [f"digest of batch {f.name}: {f.error}" for f in (digests.failures if digests else [])]
     report.reports_written = _isolated(report, "reports", lambda: lifecycle.write_pending_reports(settings)) or 0
     return report
 

@@ -34,6 +34,8 @@ TEMPLATE_TOKEN = re.compile(r"(\{\{|\}\}|\{[^{}]*\}|[{}])")
 QUOTED_MAX_CHARS = 80
 
 log = logging.getLogger(__name__)
+# Firings that may fail in a row before a schedule is paused (it would fail every tick otherwise).
+MAX_FAILURES = 3
 # Without catch-up, a firing more than this late (the scheduler was down) is skipped, not run.
 MISSED_GRACE = timedelta(minutes=1)
 NAME_MAX_CHARS = 100
@@ -241,10 +243,30 @@ def fire_each(settings: Settings, now: datetime | None = None) -> batches.Outcom
             batch = _fire(settings, schedule, now)
         except Exception as exc:
             log.exception("schedule %s failed to fire", schedule.name)
-            outcome.failures.append(batches.failure(schedule.id, schedule.name, exc))
+            failed = batches.failure(schedule.id, schedule.name, exc)
+            outcome.failures.append(failed)
+            _record_failure(settings, schedule, failed.error)
         else:
             outcome.done += [batch] if batch else []
+            if batch and schedule.failures:
+                _set(settings, schedule, failures=0, last_error=None)
     return outcome
+
+
+def _record_failure(settings: Settings, schedule: Schedule, error: str) -> None:
+    """Keep the reason on the schedule; after MAX_FAILURES firings in a row fail, pause it and say why."""
+    failures = schedule.failures + 1
+    if failures < MAX_FAILURES:
+        _set(settings, schedule, failures=failures, last_error=error)
+        return
+    log.error("schedule %s paused after %d failed firings: %s", schedule.name, failures, error)
+    _set(settings, schedule, failures=failures, paused=True,
+         last_error=f"paused after {failures} failed firings in a row; last: {error}")  # fmt: skip
+
+
+def _set(settings: Settings, schedule: Schedule, **values: object) -> None:
+    with db.session(settings) as session:
+        session.execute(update(Schedule).where(col(Schedule.id) == schedule.id).values(**values))
 
 
 def _fire(settings: Settings, schedule: Schedule, now: datetime) -> Batch | None:
