@@ -7,6 +7,8 @@ interactions therefore cost only their memory, and the JSON of an ended interact
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import random
 import time
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import content as content_mod
+from .agent_config import AgentConfig
 
 # A status no client knows yet, as a newer API might report; it does not end the interaction.
 UNKNOWN_STATUS = "paused"
@@ -60,7 +63,10 @@ class Interaction:
     thought_steps: int
     created_mono: float
     created_wall: float
+    # As sent (echoed in the resource), and what it means for the content.
     agent_config: dict[str, Any] | None = None
+    config: AgentConfig = field(default_factory=AgentConfig)
+    charts: content_mod.Charts = field(default_factory=content_mod.Charts)
     labels: dict[str, str] | None = None
     previous_interaction_id: str | None = None
     # Seconds after creation at which a cancel arrived, if one did before the natural end.
@@ -112,7 +118,7 @@ class Interaction:
     def content(self) -> content_mod.Content:
         if self._content is None:
             self._content = content_mod.generate(
-                self.question, random.Random(self.seed + ":content"), self.thought_steps
+                self.question, random.Random(self.seed + ":content"), self.thought_steps, self.charts
             )
         return self._content
 
@@ -138,7 +144,7 @@ class Interaction:
         searches = dict(c.searches)
         for i, summary in enumerate(c.thoughts):
             due = self.queued_for + (i + 1) * span / (n + 1)
-            steps.append(TimedStep(due, {"type": "thought", "summary": [{"type": "text", "text": summary}]}))
+            steps.append(TimedStep(due, self._thought(i, summary)))
             if i in searches:
                 call_id = f"call_{i + 1}"
                 call = {"type": "google_search_call", "id": call_id, "arguments": {"queries": searches[i]}}
@@ -153,8 +159,19 @@ class Interaction:
             "requires_action": c.plan,
         }.get(self.outcome)
         if final is not None:
-            steps.append(TimedStep(self.duration, {"type": "model_output", "content": [final.content_block()]}))
+            steps.append(TimedStep(self.duration, {"type": "model_output", "content": final.content_blocks()}))
         return steps
+
+    def _thought(self, index: int, summary: str) -> dict[str, Any]:
+        """A thought step; its summary only with `thinking_summaries: "auto"` (default "none", Google's docs).
+
+        Without summaries the step still exists but carries only the opaque `signature` the SDK's
+        `ThoughtStep` allows, so clients see that the agent is working without seeing what it thinks.
+        """
+        if self.config.thinking_summaries:
+            return {"type": "thought", "summary": [{"type": "text", "text": summary}]}
+        digest = hashlib.sha256(f"{self.seed}:thought:{index}".encode()).digest()
+        return {"type": "thought", "signature": base64.b64encode(digest).decode()}
 
     def visible_steps(self, t: float) -> list[dict[str, Any]]:
         end, _ = self.end()
@@ -176,7 +193,7 @@ class Interaction:
         body: dict[str, Any] = {"id": self.id, "object": "interaction", "status": status}
         if self.agent:
             body["agent"] = self.agent
-            body["agent_config"] = self.agent_config or {"type": "deep-research"}
+            body["agent_config"] = self.agent_config or {"type": "deep-research"}  # echoed as sent
         else:
             body["model"] = self.model
         body["created"] = iso(self.created_wall)

@@ -6,11 +6,14 @@ import base64
 import hashlib
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .directives import DirectiveError, parse_directive
+from .agent_config import AgentConfig, AgentConfigError, parse_agent_config
+from .content import Charts
+from .directives import Directive, DirectiveError, parse_directive
 from .faults import FaultInjector
 from .lifecycle import Interaction
 from .settings import AGENTS, ENDPOINTS, OUTCOMES, EmulatorSettings, FaultMap
@@ -35,6 +38,7 @@ class CreateRequest:
     text: str
     raw_input: Any
     agent_config: dict[str, Any] | None
+    config: AgentConfig
     labels: dict[str, str] | None
     previous_interaction_id: str | None
     stream: bool
@@ -81,26 +85,24 @@ def parse_create(body: Any) -> CreateRequest:
         model=model,
         text=text,
         raw_input=raw_input,
-        agent_config=_agent_config(body.get("agent_config"), agent),
+        agent_config=body.get("agent_config"),
+        config=_agent_config(body.get("agent_config"), agent),
         labels=_labels(body.get("labels")),
         previous_interaction_id=body.get("previous_interaction_id") or None,
         stream=body.get("stream") is True,
     )
 
 
-def _agent_config(value: Any, agent: str | None) -> dict[str, Any] | None:
+def _agent_config(value: Any, agent: str | None) -> AgentConfig:
     if agent is None:
-        return None
-    if value is None:
-        return {
-            "type": "deep-research",
-            "thinking_summaries": "auto",
-            "visualization": "auto",
-            "collaborative_planning": False,
-        }
-    if not isinstance(value, dict) or value.get("type", "deep-research") != "deep-research":
-        raise bad_request("`agent_config.type` must be 'deep-research' for deep-research agents")
-    return {"type": "deep-research", **value}
+        if value is not None:
+            # The SDK's CreateModelInteraction has no agent_config field: it belongs to agents only.
+            raise bad_request("`agent_config` is only valid together with `agent`")
+        return AgentConfig()
+    try:
+        return parse_agent_config(value)
+    except AgentConfigError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def _labels(value: Any) -> dict[str, str] | None:
@@ -111,11 +113,22 @@ def _labels(value: Any) -> dict[str, str] | None:
     return dict(value)
 
 
+def _charts(config: AgentConfig, directive: Directive | None) -> Charts:
+    """One chart by default with `visualization: "auto"` (its documented default), none with "off"."""
+    if not config.visualization:
+        return Charts()
+    count = directive.charts if directive and directive.charts is not None else 1
+    return Charts(count=count, broken=directive.chart if directive else None)
+
+
 class Store:
     def __init__(self, settings: EmulatorSettings) -> None:
         self.settings = settings
         # Bumped by every reset so ids stay unique for the life of the process.
         self.epoch = 0
+        # Real ids are unique across the service: two emulators (or one restarted) with the same seed must
+        # not hand out the same id, so ids mix in a per-process random part. Content stays seeded.
+        self.instance = uuid.uuid4().hex
         self.injector = FaultInjector(settings.seed, settings.faults)
         self.reset()
 
@@ -136,7 +149,7 @@ class Store:
         self.requests[endpoint][str(status)] += 1
 
     def _new_id(self) -> str:
-        digest = hashlib.sha256(f"{self.settings.seed}:{self.epoch}:{self.ordinal}".encode()).digest()
+        digest = hashlib.sha256(f"{self.instance}:{self.settings.seed}:{self.epoch}:{self.ordinal}".encode()).digest()
         return "v1_" + base64.urlsafe_b64encode(digest[:30]).decode().rstrip("=")
 
     def create(self, req: CreateRequest) -> Interaction:
@@ -167,6 +180,8 @@ class Store:
             created_mono=time.monotonic(),
             created_wall=time.time(),
             agent_config=req.agent_config,
+            config=req.config,
+            charts=_charts(req.config, directive),
             labels=req.labels,
             previous_interaction_id=req.previous_interaction_id,
         )
