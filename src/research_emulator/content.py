@@ -106,6 +106,8 @@ class Content:
     """All generated material for one interaction."""
 
     title: str
+    topic: str
+    sources: list[dict[str, str]]
     thoughts: list[str]
     # Each search: (index of the thought it follows, queries).
     searches: list[tuple[int, list[str]]]
@@ -149,6 +151,16 @@ def _sources(rng: random.Random, topic: str, count: int) -> list[dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
+class Extra:
+    """What a continuation or attachments add to a report: a title, earlier sources, Markdown sections."""
+
+    title: str | None = None
+    sources: tuple[dict[str, str], ...] = ()
+    # Each a complete Markdown section ("## Heading\n\nbody\n\n"), placed right after the summary.
+    sections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Charts:
     """How many charts a report carries, and whether the first is bad data (see charts.chart_block)."""
 
@@ -160,7 +172,13 @@ _HEADINGS = ("Background", "Key findings", "Disagreements between sources", "Ope
 
 
 def _write_report(
-    rng: random.Random, title: str, topic: str, sources: list[dict[str, str]], sections: int, charts: Charts = Charts()
+    rng: random.Random,
+    title: str,
+    topic: str,
+    sources: list[dict[str, str]],
+    sections: int,
+    charts: Charts = Charts(),
+    extra: Extra = Extra(),
 ) -> Report:
     findings = rng.sample(_FINDINGS, k=len(_FINDINGS))
     # Charts draw from their own generator so asking for more or fewer never changes the text.
@@ -170,6 +188,8 @@ def _write_report(
     report.add(f"This report looks at {topic} using {len(sources)} sources. {findings[0].format(t=topic)} ")
     report.cite(1, sources[0])
     report.add(".\n\n")
+    for section in extra.sections:
+        report.add(section)
     placed = _place_chart(report, chart_rng, topic, 0, charts)
     for number, heading in enumerate(_HEADINGS[: max(0, sections - 1)], start=1):
         first, second = number % len(sources), (number + 2) % len(sources)
@@ -199,12 +219,16 @@ def _place_chart(report: Report, rng: random.Random, topic: str, placed: int, ch
     return 1
 
 
-def generate(question: str, rng: random.Random, thought_count: int, charts: Charts = Charts()) -> Content:
-    title = title_from(question)
-    topic = _topic(title)
-    sources = _sources(rng, topic, rng.randint(4, 6))
-    report = _write_report(rng, title, topic, sources, sections=5, charts=charts)
-    partial = _write_report(rng, title, topic, sources, sections=2)
+def generate(
+    question: str, rng: random.Random, thought_count: int, charts: Charts = Charts(), extra: Extra = Extra()
+) -> Content:
+    topic = _topic(title_from(question))
+    title = extra.title or title_from(question)
+    drawn = _sources(rng, topic, rng.randint(4, 6))
+    # A continuation cites the earlier report's sources first, so its use of them is visible.
+    sources = [*extra.sources, *drawn[: max(0, 4 - len(extra.sources))]] if extra.sources else drawn
+    report = _write_report(rng, title, topic, sources, sections=5, charts=charts, extra=extra)
+    partial = _write_report(rng, title, topic, sources, sections=2, extra=extra)
     partial.add("\n_The research stopped before the report was finished; this text is partial._\n")
     plan = Report()
     plan.add(f"# Research plan: {title}\n\n> {EMULATION_NOTE}\n\n")
@@ -213,6 +237,8 @@ def generate(question: str, rng: random.Random, thought_count: int, charts: Char
     plan.add("\nPlease confirm or edit this plan to continue.\n")
     return Content(
         title=title,
+        topic=topic,
+        sources=sources,
         thoughts=_thoughts(rng, topic, sources, thought_count),
         searches=[(0, [topic, f"{topic} overview"]), (min(1, thought_count - 1), [f"{topic} recent analysis"])],
         report=report,
@@ -261,10 +287,10 @@ def _usage(rng: random.Random, report_chars: int, searches: int) -> dict[str, An
     }
 
 
-def model_answer(question: str, model: str, rng: random.Random) -> tuple[str, dict[str, Any]]:
-    """Short answer text and usage for a plain `model` interaction."""
+def model_answer(question: str, model: str, rng: random.Random, context: str = "") -> tuple[str, dict[str, Any]]:
+    """Short answer text and usage for a plain `model` interaction; `context` is what it builds on."""
     text = (
-        f"Emulated answer from {model} to: {title_from(question)}. "
+        f"Emulated answer from {model} to: {title_from(question)}. {context}"
         f"{EMULATION_NOTE} (reply #{rng.randrange(1000, 9999)})"
     )
     words = len(question.split())

@@ -11,10 +11,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from . import threads
 from .agent_config import AgentConfig, AgentConfigError, parse_agent_config
 from .content import Charts
 from .directives import Directive, DirectiveError, parse_directive
 from .faults import FaultInjector
+from .inputs import InputError, ParsedInput, parse_input
 from .lifecycle import Interaction
 from .settings import AGENTS, ENDPOINTS, OUTCOMES, EmulatorSettings, FaultMap
 
@@ -36,26 +38,13 @@ class CreateRequest:
     agent: str | None
     model: str | None
     text: str
+    parsed: ParsedInput
     raw_input: Any
     agent_config: dict[str, Any] | None
     config: AgentConfig
     labels: dict[str, str] | None
     previous_interaction_id: str | None
     stream: bool
-
-
-def extract_text(value: Any) -> str:
-    """Text of an `input`: a string, content blocks, steps ({type: user_input, content}) or turns."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "\n".join(t for t in (extract_text(item) for item in value) if t)
-    if isinstance(value, dict):
-        if value.get("type", "text") == "text" and isinstance(value.get("text"), str):
-            return str(value["text"])
-        if "content" in value:
-            return extract_text(value["content"])
-    return ""
 
 
 def parse_create(body: Any) -> CreateRequest:
@@ -77,13 +66,18 @@ def parse_create(body: Any) -> CreateRequest:
     if agent and background is not True:
         raise bad_request("agent interactions require `background=true`")
     raw_input = body.get("input")
-    text = extract_text(raw_input)
-    if not text.strip():
-        raise bad_request("`input` is required and must contain text")
+    try:
+        parsed = parse_input(raw_input)
+    except InputError as exc:
+        raise bad_request(str(exc)) from None
+    previous = body.get("previous_interaction_id")
+    if previous is not None and not isinstance(previous, str):
+        raise bad_request("`previous_interaction_id` must be a string")
     return CreateRequest(
         agent=agent,
         model=model,
-        text=text,
+        text=parsed.text,
+        parsed=parsed,
         raw_input=raw_input,
         agent_config=body.get("agent_config"),
         config=_agent_config(body.get("agent_config"), agent),
@@ -157,6 +151,39 @@ class Store:
             directive, question = parse_directive(req.text)
         except DirectiveError as exc:
             raise bad_request(str(exc)) from None
+        now = time.monotonic()
+        previous = self._previous(req.previous_interaction_id, now)
+        # Image- or document-only input: the attachments are the question.
+        question = question or "Analyse the attached material"
+        mode, thread = threads.decide(
+            previous.thread_after(previous.elapsed(now)) if previous else None,
+            question,
+            planning=req.config.collaborative_planning,
+            is_model=req.model is not None,
+        )
+        it = self._build(req, directive, question, now)
+        it.mode, it.thread, it.attachments = mode, thread, tuple(req.parsed.attachments)
+        it.input_blocks = req.parsed.blocks
+        self.items[it.id] = it
+        self.creates_by_input[req.raw_input if isinstance(req.raw_input, str) else req.text] += 1
+        return it
+
+    def _previous(self, interaction_id: str | None, now: float) -> Interaction | None:
+        """The turn a continuation builds on. Unknown or gone: 404 not_found (the docs name no other error);
+        still running: 400, since it has no output to continue from yet (the docs are silent; our choice)."""
+        if interaction_id is None:
+            return None
+        try:
+            previous = self.lookup(interaction_id, now)
+        except ApiError:
+            raise ApiError(404, "not_found", f"previous_interaction_id {interaction_id!r} was not found") from None
+        t = previous.elapsed(now)
+        if not previous.is_terminal_at(t):
+            status = previous.status_at(t)
+            raise bad_request(f"previous interaction {interaction_id!r} is still {status}; continue it once it ended")
+        return previous
+
+    def _build(self, req: CreateRequest, directive: Directive | None, question: str, now: float) -> Interaction:
         self.ordinal += 1
         seed = f"{self.settings.seed}:interaction:{self.ordinal}"
         rng = random.Random(seed)
@@ -177,7 +204,7 @@ class Store:
             duration=(directive.duration if directive and directive.duration is not None else drawn_duration),
             seed=seed,
             thought_steps=self.settings.thought_steps,
-            created_mono=time.monotonic(),
+            created_mono=now,
             created_wall=time.time(),
             agent_config=req.agent_config,
             config=req.config,
@@ -185,8 +212,6 @@ class Store:
             labels=req.labels,
             previous_interaction_id=req.previous_interaction_id,
         )
-        self.items[it.id] = it
-        self.creates_by_input[req.raw_input if isinstance(req.raw_input, str) else req.text] += 1
         return it
 
     def _draw_outcome(self, u: float) -> str:
