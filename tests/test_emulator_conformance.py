@@ -23,6 +23,8 @@ STEPS_BEFORE_OUTPUT = 9
 
 
 def create(client: Any, outcome: str, duration: float = 0.4, **extra: Any) -> Any:
+    # Thought summaries only come with "auto" (the documented default is "none").
+    extra.setdefault("agent_config", {"type": "deep-research", "thinking_summaries": "auto"})
     return client.interactions.create(
         agent=AGENT,
         input=f"{QUESTION} [[emulator outcome={outcome} duration={duration}]]",
@@ -30,6 +32,15 @@ def create(client: Any, outcome: str, duration: float = 0.4, **extra: Any) -> An
         labels={"job_id": "job-123"},
         **extra,
     )
+
+
+def output_blocks(it: Any) -> list[Any]:
+    return [block for step in it.steps if step.type == "model_output" for block in step.content]
+
+
+def report_text(it: Any) -> str:
+    """All text of the output; the SDK's `output_text` keeps only the text after the last chart."""
+    return "".join(block.text for block in output_blocks(it) if block.type == "text")
 
 
 FINAL = {
@@ -118,19 +129,22 @@ def check_resource(it: Any, outcome: str) -> None:
 
 
 def check_report(it: Any) -> None:
-    text = it.output_text
+    text = report_text(it)
     assert text.startswith("# Research tidal power in Norway\n")
     assert "[[emulator" not in text and "emulated" in text
     assert text.count("\n## ") >= 3
-    block = it.steps[-1].content[0]
-    urls = [a.url for a in block.annotations]
+    assert any(block.type == "image" for block in output_blocks(it)), "visualization defaults to auto"
+    text_blocks = [block for block in output_blocks(it) if block.type == "text"]
+    urls = [a.url for block in text_blocks for a in block.annotations or []]
     assert len(urls) > len(set(urls)), "at least one URL is cited twice"
     numbers = {url: i for i, url in enumerate(dict.fromkeys(_sources(text)), start=1)}
-    for ann in block.annotations:
-        assert ann.type == "url_citation" and ann.title
-        assert text[ann.start_index : ann.end_index] == f"[{numbers[ann.url]}]"
-        host = urlparse(ann.url).hostname or ""
-        assert host.endswith(RESERVED_HOSTS) or host.endswith(".example")
+    for block in text_blocks:
+        for ann in block.annotations or []:
+            assert ann.type == "url_citation" and ann.title
+            # Offsets are UTF-8 byte offsets into their own text block (SDK urlcitation.py).
+            assert block.text.encode()[ann.start_index : ann.end_index] == f"[{numbers[ann.url]}]".encode()
+            host = urlparse(ann.url).hostname or ""
+            assert host.endswith(RESERVED_HOSTS) or host.endswith(".example")
     usage = it.usage
     for name in (
         "total_input_tokens",
@@ -165,7 +179,7 @@ def check_events(events: list[Any], final: Any, outcome: str) -> None:
     assert events[-2].event_type == "interaction.status_update" and events[-2].status == final.status
     if final.output_text:
         text = "".join(e.delta.text for e in events if e.event_type == "step.delta" and e.delta.type == "text")
-        assert text == final.output_text
+        assert text == report_text(final)
 
 
 def test_model_interaction_answers_at_once(emulator: EmulatorHandle) -> None:

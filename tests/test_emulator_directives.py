@@ -21,6 +21,8 @@ from emulator_support import AGENT, EmulatorHandle
         ("Before [[ emulator ]] after", Directive(), "Before after"),
         ("A [[emulator duration=1]]\nB", Directive(None, 1.0), "A B"),
         ("Mind [[brackets]] here", None, "Mind [[brackets]] here"),
+        ("Q [[emulator charts=3 chart=broken-base64]]", Directive(charts=3, chart="broken-base64"), "Q"),
+        ("Q [[emulator chart=broken-mime charts=0]]", Directive(charts=0, chart="broken-mime"), "Q"),
     ],
 )
 def test_valid_directives(text: str, directive: Directive | None, cleaned: str) -> None:
@@ -40,6 +42,11 @@ def test_valid_directives(text: str, directive: Directive | None, cleaned: str) 
         ("Q [[emulator outcome=failed outcome=stuck]]", "given twice"),
         ("Q [[emulator]] [[emulator]]", "only one"),
         ("Q [[Emulator Outcome=failed]]", "unknown directive key 'Outcome'"),
+        ("Q [[emulator charts=11]]", "whole number from 0 to 10"),
+        ("Q [[emulator charts=-1]]", "whole number"),
+        ("Q [[emulator charts=1.5]]", "whole number"),
+        ("Q [[emulator chart=pretty]]", "unknown chart 'pretty'"),
+        ("Q [[emulator chart=broken-mime chart=broken-base64]]", "given twice"),
     ],
 )
 def test_invalid_directives(text: str, fragment: str) -> None:
@@ -54,6 +61,8 @@ def test_invalid_directives(text: str, fragment: str) -> None:
         "[[emulator outcome=exploded]]",
         "[[emulator duration=-1]]",
         "[[emulator outcome=failed",
+        "[[emulator charts=many]]",
+        "[[emulator chart=broken-png]]",
     ],
 )
 def test_bad_directive_is_a_400_through_the_sdk(emulator: EmulatorHandle, directive: str) -> None:

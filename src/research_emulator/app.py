@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from .events import DONE, KEEPALIVE, build_events
 from .faults import Fault
+from .inputs import MAX_REQUEST_BYTES
 from .lifecycle import Interaction, dumps
 from .settings import EmulatorSettings, SettingsError, validate_faults
 from .store import ApiError, Store, bad_request, parse_create
@@ -167,8 +168,12 @@ class EmulatorApp:
         return await self._api(request, "create", self._create)
 
     async def _create(self, request: Request, fault: Fault | None) -> Response:
+        raw = await request.body()
+        if len(raw) > MAX_REQUEST_BYTES:
+            # Gemini's documented limit for a request with inline data (see inputs.py).
+            raise bad_request(f"request is {len(raw):,} bytes; the limit with inline data is {MAX_REQUEST_BYTES:,}")
         try:
-            body = json.loads(await request.body() or b"null")
+            body = json.loads(raw or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise bad_request("request body is not valid JSON") from None
         req = parse_create(body)

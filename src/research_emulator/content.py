@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .charts import chart_block
+
 EMULATION_NOTE = (
     "This report was emulated by the research-runner Interactions API emulator: its sources and "
     "findings are placeholders, not research."
@@ -51,30 +53,52 @@ _ERRORS = (
 
 @dataclass(slots=True)
 class Report:
-    """Markdown text plus url_citation annotations whose offsets index into `text` (code points)."""
+    """Model output in order: Markdown text blocks (with url_citation annotations) and chart image blocks.
 
-    text: str = ""
-    annotations: list[dict[str, Any]] = field(default_factory=list)
+    Annotation offsets index into their own text block and count UTF-8 bytes, not characters: the SDK's
+    `URLCitation.start_index` is "measured in bytes" (google-genai 3.6.1 `interactions/urlcitation.py`).
+    """
+
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    _text: str = ""
+    _bytes: int = 0
+    _annotations: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, piece: str) -> None:
-        self.text += piece
+        self._text += piece
+        self._bytes += len(piece.encode())
 
     def cite(self, number: int, source: dict[str, str]) -> None:
-        marker = f"[{number}]"
-        start = len(self.text)
-        self.text += marker
-        self.annotations.append(
+        start = self._bytes
+        self.add(f"[{number}]")
+        self._annotations.append(
             {
                 "type": "url_citation",
                 "url": source["url"],
                 "title": source["title"],
                 "start_index": start,
-                "end_index": start + len(marker),
+                "end_index": self._bytes,
             }
         )
 
-    def content_block(self) -> dict[str, Any]:
-        return {"type": "text", "text": self.text, "annotations": list(self.annotations)}
+    def image(self, block: dict[str, Any]) -> None:
+        """End the current text block and put an image after it, so text continues in a new block."""
+        self.blocks += self._open_block()
+        self._text, self._bytes, self._annotations = "", 0, []
+        self.blocks.append(block)
+
+    def _open_block(self) -> list[dict[str, Any]]:
+        if not self._text:
+            return []
+        return [{"type": "text", "text": self._text, "annotations": list(self._annotations)}]
+
+    def content_blocks(self) -> list[dict[str, Any]]:
+        return [*self.blocks, *self._open_block()]
+
+    @property
+    def text(self) -> str:
+        """All text of the output, blocks joined (images left out)."""
+        return "".join(b["text"] for b in self.content_blocks() if b["type"] == "text")
 
 
 @dataclass(slots=True)
@@ -82,6 +106,8 @@ class Content:
     """All generated material for one interaction."""
 
     title: str
+    topic: str
+    sources: list[dict[str, str]]
     thoughts: list[str]
     # Each search: (index of the thought it follows, queries).
     searches: list[tuple[int, list[str]]]
@@ -124,21 +150,57 @@ def _sources(rng: random.Random, topic: str, count: int) -> list[dict[str, str]]
     return sources
 
 
-def _write_report(rng: random.Random, title: str, topic: str, sources: list[dict[str, str]], sections: int) -> Report:
+@dataclass(frozen=True, slots=True)
+class Extra:
+    """What a continuation or attachments add to a report: a title, earlier sources, Markdown sections."""
+
+    title: str | None = None
+    sources: tuple[dict[str, str], ...] = ()
+    # Each a complete Markdown section ("## Heading\n\nbody\n\n"), placed right after the summary.
+    sections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Charts:
+    """How many charts a report carries, and whether the first is bad data (see charts.chart_block)."""
+
+    count: int = 0
+    broken: str | None = None
+
+
+_HEADINGS = ("Background", "Key findings", "Disagreements between sources", "Open questions")
+
+
+def _write_report(
+    rng: random.Random,
+    title: str,
+    topic: str,
+    sources: list[dict[str, str]],
+    sections: int,
+    charts: Charts = Charts(),
+    extra: Extra = Extra(),
+) -> Report:
     findings = rng.sample(_FINDINGS, k=len(_FINDINGS))
+    # Charts draw from their own generator so asking for more or fewer never changes the text.
+    chart_rng = random.Random(rng.random())
     report = Report()
     report.add(f"# {title}\n\n> {EMULATION_NOTE}\n\n## Summary\n\n")
     report.add(f"This report looks at {topic} using {len(sources)} sources. {findings[0].format(t=topic)} ")
     report.cite(1, sources[0])
     report.add(".\n\n")
-    headings = ["Background", "Key findings", "Disagreements between sources", "Open questions"]
-    for number, heading in enumerate(headings[: max(0, sections - 1)], start=1):
+    for section in extra.sections:
+        report.add(section)
+    placed = _place_chart(report, chart_rng, topic, 0, charts)
+    for number, heading in enumerate(_HEADINGS[: max(0, sections - 1)], start=1):
         first, second = number % len(sources), (number + 2) % len(sources)
         report.add(f"## {heading}\n\n{findings[number].format(t=topic)} ")
         report.cite(first + 1, sources[first])
         report.add(f". {findings[(number + 3) % len(findings)].format(t=topic)} ")
         report.cite(second + 1, sources[second])
         report.add(".\n\n")
+        placed += _place_chart(report, chart_rng, topic, placed, charts)
+    while placed < charts.count:  # more charts than sections: the rest go together before the summary line
+        placed += _place_chart(report, chart_rng, topic, placed, charts)
     # Cite source 1 again so clients have to de-duplicate repeated URLs.
     report.add("Taken together, the sources support the summary above ")
     report.cite(1, sources[0])
@@ -148,12 +210,25 @@ def _write_report(rng: random.Random, title: str, topic: str, sources: list[dict
     return report
 
 
-def generate(question: str, rng: random.Random, thought_count: int) -> Content:
-    title = title_from(question)
-    topic = _topic(title)
-    sources = _sources(rng, topic, rng.randint(4, 6))
-    report = _write_report(rng, title, topic, sources, sections=5)
-    partial = _write_report(rng, title, topic, sources, sections=2)
+def _place_chart(report: Report, rng: random.Random, topic: str, placed: int, charts: Charts) -> int:
+    """Put chart number `placed + 1` here (caption in the text before it) if one is still due; return 1 or 0."""
+    if placed >= charts.count:
+        return 0
+    report.add(f"*Figure {placed + 1}: reported figures for {topic}, by source (emulated data).*\n\n")
+    report.image(chart_block(rng, charts.broken if placed == 0 else None))
+    return 1
+
+
+def generate(
+    question: str, rng: random.Random, thought_count: int, charts: Charts = Charts(), extra: Extra = Extra()
+) -> Content:
+    topic = _topic(title_from(question))
+    title = extra.title or title_from(question)
+    drawn = _sources(rng, topic, rng.randint(4, 6))
+    # A continuation cites the earlier report's sources first, so its use of them is visible.
+    sources = [*extra.sources, *drawn[: max(0, 4 - len(extra.sources))]] if extra.sources else drawn
+    report = _write_report(rng, title, topic, sources, sections=5, charts=charts, extra=extra)
+    partial = _write_report(rng, title, topic, sources, sections=2, extra=extra)
     partial.add("\n_The research stopped before the report was finished; this text is partial._\n")
     plan = Report()
     plan.add(f"# Research plan: {title}\n\n> {EMULATION_NOTE}\n\n")
@@ -162,6 +237,8 @@ def generate(question: str, rng: random.Random, thought_count: int) -> Content:
     plan.add("\nPlease confirm or edit this plan to continue.\n")
     return Content(
         title=title,
+        topic=topic,
+        sources=sources,
         thoughts=_thoughts(rng, topic, sources, thought_count),
         searches=[(0, [topic, f"{topic} overview"]), (min(1, thought_count - 1), [f"{topic} recent analysis"])],
         report=report,
@@ -210,10 +287,10 @@ def _usage(rng: random.Random, report_chars: int, searches: int) -> dict[str, An
     }
 
 
-def model_answer(question: str, model: str, rng: random.Random) -> tuple[str, dict[str, Any]]:
-    """Short answer text and usage for a plain `model` interaction."""
+def model_answer(question: str, model: str, rng: random.Random, context: str = "") -> tuple[str, dict[str, Any]]:
+    """Short answer text and usage for a plain `model` interaction; `context` is what it builds on."""
     text = (
-        f"Emulated answer from {model} to: {title_from(question)}. "
+        f"Emulated answer from {model} to: {title_from(question)}. {context}"
         f"{EMULATION_NOTE} (reply #{rng.randrange(1000, 9999)})"
     )
     words = len(question.split())

@@ -1,7 +1,10 @@
-"""The per-interaction directive `[[emulator outcome=O duration=S]]` (a contract used by other tests).
+"""The per-interaction directive `[[emulator outcome=O duration=S charts=N chart=K]]` (a test contract).
 
-Keys are optional and may come in any order. Anything that starts like a directive (`[[emulator`, any
-case) but is not well formed is rejected, so a typo never silently becomes a normal interaction.
+Keys are optional and may come in any order. `charts=N` (0-10) sets how many charts a completed report
+carries when `agent_config.visualization` is "auto"; `chart=broken-base64|broken-mime` makes the first
+chart bad data (undecodable base64, or a mime type no client knows) so clients' handling can be tested.
+Anything that starts like a directive (`[[emulator`, any case) but is not well formed is rejected, so a
+typo never silently becomes a normal interaction.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from dataclasses import dataclass
 
 from .settings import OUTCOMES
 
+KEYS = ("outcome", "duration", "charts", "chart")
+BROKEN_CHARTS = ("broken-base64", "broken-mime")
+MAX_CHARTS = 10
 _START = re.compile(r"\[\[\s*emulator\b", re.IGNORECASE)
 _FULL = re.compile(r"\[\[\s*emulator\b(?P<body>[^\[\]]*)\]\]", re.IGNORECASE)
 
@@ -24,6 +30,8 @@ class DirectiveError(ValueError):
 class Directive:
     outcome: str | None = None
     duration: float | None = None
+    charts: int | None = None
+    chart: str | None = None
 
 
 def parse_directive(text: str) -> tuple[Directive | None, str]:
@@ -48,14 +56,30 @@ def _parse_body(body: str) -> Directive:
         key, eq, value = token.partition("=")
         if not eq or not key or not value:
             raise DirectiveError(f"malformed directive token {token!r}: expected key=value")
-        if key not in ("outcome", "duration"):
-            raise DirectiveError(f"unknown directive key {key!r}: use outcome and/or duration")
+        if key not in KEYS:
+            raise DirectiveError(f"unknown directive key {key!r}: use {', '.join(KEYS)}")
         if key in values:
             raise DirectiveError(f"directive key {key!r} given twice")
         values[key] = value
     outcome = values.get("outcome")
     if outcome is not None and outcome not in OUTCOMES:
         raise DirectiveError(f"unknown outcome {outcome!r}: use one of {', '.join(OUTCOMES)}")
+    chart = values.get("chart")
+    if chart is not None and chart not in BROKEN_CHARTS:
+        raise DirectiveError(f"unknown chart {chart!r}: use one of {', '.join(BROKEN_CHARTS)}")
+    return Directive(outcome=outcome, duration=_duration(values), charts=_charts(values), chart=chart)
+
+
+def _charts(values: dict[str, str]) -> int | None:
+    if "charts" not in values:
+        return None
+    text = values["charts"]
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_CHARTS:
+        raise DirectiveError(f"charts must be a whole number from 0 to {MAX_CHARTS}, got {text!r}")
+    return int(text)
+
+
+def _duration(values: dict[str, str]) -> float | None:
     duration: float | None = None
     if "duration" in values:
         try:
@@ -64,4 +88,4 @@ def _parse_body(body: str) -> Directive:
             raise DirectiveError(f"duration {values['duration']!r} is not a number of seconds") from None
         if not math.isfinite(duration) or duration < 0:
             raise DirectiveError(f"duration must be a finite number >= 0, got {values['duration']!r}")
-    return Directive(outcome=outcome, duration=duration)
+    return duration

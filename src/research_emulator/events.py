@@ -35,18 +35,29 @@ def _text_chunks(text: str) -> list[str]:
     return chunks
 
 
+def _content_deltas(block: dict[str, Any]) -> list[dict[str, Any]]:
+    """Deltas of one output block: text chunks then that block's annotations (offsets relative to the
+    block), or one `image` delta (SDK ImageDelta: data, mime_type) for a chart."""
+    if block["type"] == "image":
+        return [{"type": "image", "data": block["data"], "mime_type": block["mime_type"]}]
+    deltas: list[dict[str, Any]] = [{"type": "text", "text": chunk} for chunk in _text_chunks(block["text"])]
+    if block.get("annotations"):
+        deltas.append({"type": "text_annotation_delta", "annotations": block["annotations"]})
+    return deltas
+
+
 def _step_events(index: int, step: dict[str, Any]) -> list[dict[str, Any]]:
     kind = step["type"]
     if kind == "thought":
         start: dict[str, Any] = {"type": "thought"}
         deltas = [{"type": "thought_summary", "content": block} for block in step.get("summary", [])]
+        if "signature" in step:  # thinking_summaries "none": only the signature (SDK ThoughtSignatureDelta)
+            deltas.append({"type": "thought_signature", "signature": step["signature"]})
     elif kind == "model_output":
         start = {"type": "model_output"}
         deltas = []
         for block in step.get("content", []):
-            deltas += [{"type": "text", "text": chunk} for chunk in _text_chunks(block["text"])]
-            if block.get("annotations"):
-                deltas.append({"type": "text_annotation_delta", "annotations": block["annotations"]})
+            deltas += _content_deltas(block)
     else:
         start, deltas = step, []
     return [

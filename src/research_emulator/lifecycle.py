@@ -7,13 +7,18 @@ interactions therefore cost only their memory, and the JSON of an ended interact
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import content as content_mod
+from . import threads
+from .agent_config import AgentConfig
+from .inputs import Attachment
 
 # A status no client knows yet, as a newer API might report; it does not end the interaction.
 UNKNOWN_STATUS = "paused"
@@ -60,7 +65,15 @@ class Interaction:
     thought_steps: int
     created_mono: float
     created_wall: float
+    # As sent (echoed in the resource), and what it means for the content.
     agent_config: dict[str, Any] | None = None
+    config: AgentConfig = field(default_factory=AgentConfig)
+    charts: content_mod.Charts = field(default_factory=content_mod.Charts)
+    # Multi-turn: what this turn does (threads.Mode) and what it knows from earlier turns.
+    mode: threads.Mode = "research"
+    thread: threads.Thread | None = None
+    attachments: tuple[Attachment, ...] = ()
+    input_blocks: list[dict[str, Any]] | None = None
     labels: dict[str, str] | None = None
     previous_interaction_id: str | None = None
     # Seconds after creation at which a cancel arrived, if one did before the natural end.
@@ -111,10 +124,36 @@ class Interaction:
     @property
     def content(self) -> content_mod.Content:
         if self._content is None:
+            thread = self.thread or threads.Thread(question=self.question)
+            # Planning and executing a plan work on the thread's question, not on "looks good!".
+            question = thread.question if self.mode in ("plan", "execute") else self.question
+            extra = threads.report_extra(self.mode, thread, content_mod.title_from(question))
+            if self.attachments:
+                extra = replace(extra, sections=(self._material_section(), *extra.sections))
             self._content = content_mod.generate(
-                self.question, random.Random(self.seed + ":content"), self.thought_steps
+                question, random.Random(self.seed + ":content"), self.thought_steps, self.charts, extra
             )
         return self._content
+
+    def _material_section(self) -> str:
+        """Every attached image and document, named (uri file name or PDF title) or described."""
+        lines = "".join(f"- {a.describe()}: read and used for this report.\n" for a in self.attachments)
+        return f"## Provided material\n\n{lines}\n"
+
+    def plan_steps(self) -> tuple[str, ...]:
+        thread = self.thread or threads.Thread(question=self.question)
+        return threads.plan_steps(self.content.topic, thread.changes)
+
+    def thread_after(self, t: float) -> threads.Thread:
+        """What a turn continuing this one knows: its plan, its report, or its answer (if it completed)."""
+        thread = self.thread or threads.Thread(question=self.question)
+        if self.status_at(t) != "completed":
+            return thread
+        if self.model:
+            return threads.after_answer(thread, self.question)
+        if self.mode == "plan":
+            return threads.after_plan(thread, self.plan_steps())
+        return threads.after_report(thread, self.content.title, self.content.sources, self.question, self.mode)
 
     def steps(self) -> list[TimedStep]:
         """Every step this interaction will show if it runs to its natural end, with due times."""
@@ -123,12 +162,18 @@ class Interaction:
         return self._steps
 
     def _user_step(self) -> TimedStep:
-        return TimedStep(0.0, {"type": "user_input", "content": [{"type": "text", "text": self.input_text}]})
+        # The input as sent, text and attachments alike (SDK UserInputStep.content: list of Content).
+        blocks = self.input_blocks or [{"type": "text", "text": self.input_text}]
+        return TimedStep(0.0, {"type": "user_input", "content": blocks})
 
     def _model_steps(self) -> list[TimedStep]:
-        text, _ = content_mod.model_answer(self.question, self.model or "", random.Random(self.seed))
+        text, _ = self._model_answer()
         output = {"type": "model_output", "content": [{"type": "text", "text": text}]}
         return [self._user_step(), TimedStep(self.duration, output)]
+
+    def _model_answer(self) -> tuple[str, dict[str, Any]]:
+        context = threads.answer_context(self.thread)
+        return content_mod.model_answer(self.question, self.model or "", random.Random(self.seed), context)
 
     def _agent_steps(self) -> list[TimedStep]:
         c = self.content
@@ -138,23 +183,39 @@ class Interaction:
         searches = dict(c.searches)
         for i, summary in enumerate(c.thoughts):
             due = self.queued_for + (i + 1) * span / (n + 1)
-            steps.append(TimedStep(due, {"type": "thought", "summary": [{"type": "text", "text": summary}]}))
+            steps.append(TimedStep(due, self._thought(i, summary)))
             if i in searches:
                 call_id = f"call_{i + 1}"
                 call = {"type": "google_search_call", "id": call_id, "arguments": {"queries": searches[i]}}
                 html = f'<div class="emulated-search">{len(searches[i])} queries</div>'
                 result = {"type": "google_search_result", "call_id": call_id, "result": [{"search_suggestions": html}]}
                 steps += [TimedStep(due, call), TimedStep(due, result)]
+        report = self._plan() if self.mode == "plan" else c.report
         final = {
-            "completed": c.report,
-            "expired": c.report,
+            "completed": report,
+            "expired": report,
             "incomplete": c.partial,
             "budget_exceeded": c.partial,
             "requires_action": c.plan,
         }.get(self.outcome)
         if final is not None:
-            steps.append(TimedStep(self.duration, {"type": "model_output", "content": [final.content_block()]}))
+            steps.append(TimedStep(self.duration, {"type": "model_output", "content": final.content_blocks()}))
         return steps
+
+    def _plan(self) -> content_mod.Report:
+        thread = self.thread or threads.Thread(question=self.question)
+        return threads.plan_report(self.content.title, self.plan_steps(), thread.changes)
+
+    def _thought(self, index: int, summary: str) -> dict[str, Any]:
+        """A thought step; its summary only with `thinking_summaries: "auto"` (default "none", Google's docs).
+
+        Without summaries the step still exists but carries only the opaque `signature` the SDK's
+        `ThoughtStep` allows, so clients see that the agent is working without seeing what it thinks.
+        """
+        if self.config.thinking_summaries:
+            return {"type": "thought", "summary": [{"type": "text", "text": summary}]}
+        digest = hashlib.sha256(f"{self.seed}:thought:{index}".encode()).digest()
+        return {"type": "thought", "signature": base64.b64encode(digest).decode()}
 
     def visible_steps(self, t: float) -> list[dict[str, Any]]:
         end, _ = self.end()
@@ -166,7 +227,7 @@ class Interaction:
 
     def usage(self) -> dict[str, Any]:
         if self.model:
-            return content_mod.model_answer(self.question, self.model, random.Random(self.seed))[1]
+            return self._model_answer()[1]
         return self.content.usage
 
     # ---- JSON ------------------------------------------------------------------------------
@@ -176,7 +237,7 @@ class Interaction:
         body: dict[str, Any] = {"id": self.id, "object": "interaction", "status": status}
         if self.agent:
             body["agent"] = self.agent
-            body["agent_config"] = self.agent_config or {"type": "deep-research"}
+            body["agent_config"] = self.agent_config or {"type": "deep-research"}  # echoed as sent
         else:
             body["model"] = self.model
         body["created"] = iso(self.created_wall)

@@ -38,10 +38,12 @@ ENDPOINT_ONLY_KINDS: dict[str, str] = {
     "cut": "stream",
 }
 
+# The one list of deep-research agents the emulator serves (SDK `interactions/agentoption.py`), in the
+# runner's order: the newest preview first, the 12-2025 agent last.
 AGENTS: tuple[str, ...] = (
-    "deep-research-pro-preview-12-2025",
     "deep-research-preview-04-2026",
     "deep-research-max-preview-04-2026",
+    "deep-research-pro-preview-12-2025",
 )
 
 

@@ -6,12 +6,17 @@ import base64
 import hashlib
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .directives import DirectiveError, parse_directive
+from . import threads
+from .agent_config import AgentConfig, AgentConfigError, parse_agent_config
+from .content import Charts
+from .directives import Directive, DirectiveError, parse_directive
 from .faults import FaultInjector
+from .inputs import InputError, ParsedInput, parse_input
 from .lifecycle import Interaction
 from .settings import AGENTS, ENDPOINTS, OUTCOMES, EmulatorSettings, FaultMap
 
@@ -33,25 +38,13 @@ class CreateRequest:
     agent: str | None
     model: str | None
     text: str
+    parsed: ParsedInput
     raw_input: Any
     agent_config: dict[str, Any] | None
+    config: AgentConfig
     labels: dict[str, str] | None
     previous_interaction_id: str | None
     stream: bool
-
-
-def extract_text(value: Any) -> str:
-    """Text of an `input`: a string, content blocks, steps ({type: user_input, content}) or turns."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "\n".join(t for t in (extract_text(item) for item in value) if t)
-    if isinstance(value, dict):
-        if value.get("type", "text") == "text" and isinstance(value.get("text"), str):
-            return str(value["text"])
-        if "content" in value:
-            return extract_text(value["content"])
-    return ""
 
 
 def parse_create(body: Any) -> CreateRequest:
@@ -73,34 +66,37 @@ def parse_create(body: Any) -> CreateRequest:
     if agent and background is not True:
         raise bad_request("agent interactions require `background=true`")
     raw_input = body.get("input")
-    text = extract_text(raw_input)
-    if not text.strip():
-        raise bad_request("`input` is required and must contain text")
+    try:
+        parsed = parse_input(raw_input)
+    except InputError as exc:
+        raise bad_request(str(exc)) from None
+    previous = body.get("previous_interaction_id")
+    if previous is not None and not isinstance(previous, str):
+        raise bad_request("`previous_interaction_id` must be a string")
     return CreateRequest(
         agent=agent,
         model=model,
-        text=text,
+        text=parsed.text,
+        parsed=parsed,
         raw_input=raw_input,
-        agent_config=_agent_config(body.get("agent_config"), agent),
+        agent_config=body.get("agent_config"),
+        config=_agent_config(body.get("agent_config"), agent),
         labels=_labels(body.get("labels")),
         previous_interaction_id=body.get("previous_interaction_id") or None,
         stream=body.get("stream") is True,
     )
 
 
-def _agent_config(value: Any, agent: str | None) -> dict[str, Any] | None:
+def _agent_config(value: Any, agent: str | None) -> AgentConfig:
     if agent is None:
-        return None
-    if value is None:
-        return {
-            "type": "deep-research",
-            "thinking_summaries": "auto",
-            "visualization": "auto",
-            "collaborative_planning": False,
-        }
-    if not isinstance(value, dict) or value.get("type", "deep-research") != "deep-research":
-        raise bad_request("`agent_config.type` must be 'deep-research' for deep-research agents")
-    return {"type": "deep-research", **value}
+        if value is not None:
+            # The SDK's CreateModelInteraction has no agent_config field: it belongs to agents only.
+            raise bad_request("`agent_config` is only valid together with `agent`")
+        return AgentConfig()
+    try:
+        return parse_agent_config(value)
+    except AgentConfigError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def _labels(value: Any) -> dict[str, str] | None:
@@ -111,11 +107,22 @@ def _labels(value: Any) -> dict[str, str] | None:
     return dict(value)
 
 
+def _charts(config: AgentConfig, directive: Directive | None) -> Charts:
+    """One chart by default with `visualization: "auto"` (its documented default), none with "off"."""
+    if not config.visualization:
+        return Charts()
+    count = directive.charts if directive and directive.charts is not None else 1
+    return Charts(count=count, broken=directive.chart if directive else None)
+
+
 class Store:
     def __init__(self, settings: EmulatorSettings) -> None:
         self.settings = settings
         # Bumped by every reset so ids stay unique for the life of the process.
         self.epoch = 0
+        # Real ids are unique across the service: two emulators (or one restarted) with the same seed must
+        # not hand out the same id, so ids mix in a per-process random part. Content stays seeded.
+        self.instance = uuid.uuid4().hex
         self.injector = FaultInjector(settings.seed, settings.faults)
         self.reset()
 
@@ -136,7 +143,7 @@ class Store:
         self.requests[endpoint][str(status)] += 1
 
     def _new_id(self) -> str:
-        digest = hashlib.sha256(f"{self.settings.seed}:{self.epoch}:{self.ordinal}".encode()).digest()
+        digest = hashlib.sha256(f"{self.instance}:{self.settings.seed}:{self.epoch}:{self.ordinal}".encode()).digest()
         return "v1_" + base64.urlsafe_b64encode(digest[:30]).decode().rstrip("=")
 
     def create(self, req: CreateRequest) -> Interaction:
@@ -144,6 +151,39 @@ class Store:
             directive, question = parse_directive(req.text)
         except DirectiveError as exc:
             raise bad_request(str(exc)) from None
+        now = time.monotonic()
+        previous = self._previous(req.previous_interaction_id, now)
+        # Image- or document-only input: the attachments are the question.
+        question = question or "Analyse the attached material"
+        mode, thread = threads.decide(
+            previous.thread_after(previous.elapsed(now)) if previous else None,
+            question,
+            planning=req.config.collaborative_planning,
+            is_model=req.model is not None,
+        )
+        it = self._build(req, directive, question, now)
+        it.mode, it.thread, it.attachments = mode, thread, tuple(req.parsed.attachments)
+        it.input_blocks = req.parsed.blocks
+        self.items[it.id] = it
+        self.creates_by_input[req.raw_input if isinstance(req.raw_input, str) else req.text] += 1
+        return it
+
+    def _previous(self, interaction_id: str | None, now: float) -> Interaction | None:
+        """The turn a continuation builds on. Unknown or gone: 404 not_found (the docs name no other error);
+        still running: 400, since it has no output to continue from yet (the docs are silent; our choice)."""
+        if interaction_id is None:
+            return None
+        try:
+            previous = self.lookup(interaction_id, now)
+        except ApiError:
+            raise ApiError(404, "not_found", f"previous_interaction_id {interaction_id!r} was not found") from None
+        t = previous.elapsed(now)
+        if not previous.is_terminal_at(t):
+            status = previous.status_at(t)
+            raise bad_request(f"previous interaction {interaction_id!r} is still {status}; continue it once it ended")
+        return previous
+
+    def _build(self, req: CreateRequest, directive: Directive | None, question: str, now: float) -> Interaction:
         self.ordinal += 1
         seed = f"{self.settings.seed}:interaction:{self.ordinal}"
         rng = random.Random(seed)
@@ -164,14 +204,14 @@ class Store:
             duration=(directive.duration if directive and directive.duration is not None else drawn_duration),
             seed=seed,
             thought_steps=self.settings.thought_steps,
-            created_mono=time.monotonic(),
+            created_mono=now,
             created_wall=time.time(),
             agent_config=req.agent_config,
+            config=req.config,
+            charts=_charts(req.config, directive),
             labels=req.labels,
             previous_interaction_id=req.previous_interaction_id,
         )
-        self.items[it.id] = it
-        self.creates_by_input[req.raw_input if isinstance(req.raw_input, str) else req.text] += 1
         return it
 
     def _draw_outcome(self, u: float) -> str:
