@@ -47,7 +47,7 @@ def output_blocks(it: Any) -> list[Any]:
 def test_thought_summaries_only_with_auto(emulator: EmulatorHandle, summaries: str | None) -> None:
     client = emulator.client()
     config = None if summaries is None else {"type": "deep-research", "thinking_summaries": summaries}
-    it = run(client, **({"agent_config": config} if config else {}))
+    it = run(client, agent_config=config) if config else run(client)
     assert_known(it)
     thoughts = [step for step in it.steps if step.type == "thought"]
     assert thoughts, "the agent still thinks, with or without summaries"
@@ -66,7 +66,7 @@ def test_thought_summaries_only_with_auto(emulator: EmulatorHandle, summaries: s
 def png_size(data: bytes) -> tuple[int, int]:
     """Check a PNG chunk by chunk (signature, CRCs, IDAT inflates to the right size); return its size."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    position, chunks = 8, {}
+    position, chunks = 8, dict[bytes, bytes]()
     while position < len(data):
         (length,) = struct.unpack(">I", data[position : position + 4])
         kind, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]

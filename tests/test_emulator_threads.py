@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 from google.genai import _interactions as gi
+from google.genai.interactions import Interaction
 
 from research_emulator.charts import bar_chart
 
@@ -101,9 +102,11 @@ def test_two_deep_model_follow_up_thread(emulator: EmulatorHandle) -> None:
     first = client.interactions.create(
         model=FOLLOW_UP_MODEL, input="Which costs matter most?", previous_interaction_id=report.id
     )
+    assert isinstance(first, Interaction)
     second = client.interactions.create(
         model=FOLLOW_UP_MODEL, input="And the main risks?", previous_interaction_id=first.id
     )
+    assert isinstance(second, Interaction)
     for answer in (finish(client, first), finish(client, second)):
         assert answer.previous_interaction_id in (report.id, first.id)
         assert '"Research tidal power in Norway"' in answer.output_text
