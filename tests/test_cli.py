@@ -59,7 +59,7 @@ BAD_INPUTS = [
         2,
         "Error: Invalid value for '--status': 'sleeping' is not one of 'queued', 'submitting', 'running', "
         "'completed', 'failed', 'cancelled', 'incomplete', 'budget_exceeded', 'timed_out', 'requires_action', "
-        "'needs_attention'. (see `research list --help`)",
+        "'plan_ready', 'needs_attention'. (see `research list --help`)",
     ),
 ]
 
@@ -130,15 +130,15 @@ def test_an_old_schema_is_reported_not_migrated(runner_env: dict[str, str]) -> N
     result = invoke(runner_env, "list")
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: the database schema is at revision 0000 but this version needs 0004; run `research db upgrade`\n"
+        "Error: the database schema is at revision 0000 but this version needs 0005; run `research db upgrade`\n"
     )
 
 
 def test_db_upgrade_reports_the_revision(runner_env: dict[str, str]) -> None:
     result = invoke(runner_env, "db", "upgrade")
-    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0004 (was empty)\n")
+    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0005 (was empty)\n")
     result = invoke(runner_env, "db", "upgrade")
-    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0004\n")
+    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0005\n")
 
 
 def test_submit_status_list_show_on_success(runner_env: dict[str, str], finished_job: str) -> None:

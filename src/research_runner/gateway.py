@@ -59,11 +59,17 @@ class Gateway:
         self._create_client = _client(settings, attempts=1)
         self._read_client = _client(settings, attempts=settings.get_attempts)
 
-    def create(self, question: str, agent: str, job_id: str) -> str:
+    def create(
+        self, question: str | list[dict[str, Any]], agent: str, job_id: str, *,
+        agent_config: dict[str, Any] | None = None, previous_interaction_id: str | None = None,
+    ) -> str:  # fmt: skip
         """Start a background research; returns the interaction id."""
+        extra: dict[str, Any] = {"agent_config": agent_config} if agent_config else {}
+        if previous_interaction_id:
+            extra["previous_interaction_id"] = previous_interaction_id
         try:
             interaction = self._create_client.interactions.create(
-                agent=agent, input=question, background=True, labels={JOB_LABEL: job_id}
+                agent=agent, input=question, background=True, labels={JOB_LABEL: job_id}, **extra
             )
         except sdk_errors.GeminiNextGenAPIClientError as exc:
             raise classify_create_error(exc) from exc

@@ -6,6 +6,7 @@ write goes through `store.transition`, guarded by the job's current status.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
@@ -80,7 +81,11 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
     if job is None:
         return
     try:
-        interaction_id = gateway.create(job.question, job.agent, job.id)
+        interaction_id = gateway.create(
+            job.next_input or job.question, job.agent, job.id,
+            agent_config=json.loads(job.agent_config) if job.agent_config else None,
+            previous_interaction_id=job.previous_interaction_id,
+        )  # fmt: skip
     except RetryableError as exc:
         _honour_retry_after(settings, exc)
         delay = max(exc.retry_after or 0.0, backoff_delay(settings, job.poll_count))

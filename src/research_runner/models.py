@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, String, Text, TypeDecorator
+from sqlalchemy import DateTime, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlmodel import Column, Field, SQLModel
 
@@ -25,11 +25,14 @@ class JobStatus(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     TIMED_OUT = "timed_out"  # ran past RESEARCH_MAX_RESEARCH_MINUTES; we cancelled it
     REQUIRES_ACTION = "requires_action"  # the agent waits for the user
+    PLAN_READY = "plan_ready"  # collaborative planning: the agent's plan waits for `approve` or `revise`
     NEEDS_ATTENTION = "needs_attention"  # something we cannot resolve alone (unknown API status, lost create)
 
 
 ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING})
 ATTENTION_STATUSES = frozenset({JobStatus.REQUIRES_ACTION, JobStatus.NEEDS_ATTENTION})
+# Not over yet for a batch either: its digest waits for these too.
+OPEN_STATUSES = ACTIVE_STATUSES | {JobStatus.PLAN_READY}
 ENDED_STATUSES = frozenset(set(JobStatus) - ACTIVE_STATUSES)
 
 # API statuses: running ones keep us polling, terminal ones map onto our own.
@@ -113,6 +116,18 @@ class Job(SQLModel, table=True):
     # The API base URL that created the interaction: it is polled, cancelled and finished only through it.
     api_endpoint: str | None = Field(default=None, max_length=255)
     batch_position: int | None = None  # the item's place in its batch file
+    # The agent_config sent on every create of this job (JSON), and what the next create of its thread sends.
+    agent_config: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    next_input: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    previous_interaction_id: str | None = Field(default=None, max_length=255)
+    parent_id: str | None = Field(default=None, max_length=32, index=True)  # the job a follow-up asks about
+    plan_markdown: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    usage_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # the API's whole usage
+    cost_usd: float | None = None  # estimated from usage and the price table
+    figures: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON list of chart paths
+    files: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON list of input files
+    remote_deleted_at: datetime | None = _when()
+    local_deleted_at: datetime | None = _when()
 
     @property
     def short_id(self) -> str:
@@ -169,3 +184,46 @@ class Schedule(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     failures: int = 0  # firings that failed in a row; the schedule is paused after a few
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class JobTurn(SQLModel, table=True):
+    """One create in a job's thread (the research, a plan, a revision, an approval): every interaction it used."""
+
+    __tablename__ = "job_turns"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=32, index=True)
+    kind: str = Field(max_length=16)  # research, plan, revise, approve, follow_up
+    input: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    interaction_id: str | None = Field(default=None, max_length=255)
+    api_endpoint: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class JobFile(SQLModel, table=True):
+    """A file sent with a job's question (image or PDF): kept so any worker can send it."""
+
+    __tablename__ = "job_files"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=32, index=True)
+    position: int
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    mime_type: str = Field(max_length=100)
+    size: int
+    sha256: str = Field(max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Figure(SQLModel, table=True):
+    """A chart of a report: its bytes (written beside the report) or, for a broken one, why it was skipped."""
+
+    __tablename__ = "figures"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=32, index=True)
+    number: int
+    mime_type: str | None = Field(default=None, max_length=100)
+    data: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # The key is read from Google's own variable names and from nowhere else.
     api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY"))
     agent: str = DEFAULT_AGENT
+    # Sent as agent_config on every create. Google's default for thought summaries is "none", which leaves
+    # `watch` and the latest thought empty; charts ("visualization") are on by default there too.
+    thinking_summaries: Literal["auto", "none"] = "auto"
+    visualization: Literal["auto", "off"] = "auto"
     poll_initial: float = Field(default=10.0, gt=0)
     poll_multiplier: float = Field(default=1.5, ge=1)
     poll_max: float = Field(default=60.0, gt=0)
@@ -92,6 +96,15 @@ class Settings(BaseSettings):
         """These settings pointed at a private emulator: any key will do, and it finishes in seconds."""
         fast = {"poll_initial": 0.5, "poll_max": 2.0}
         return self.model_copy(update={"gemini_base_url": url, "api_key": SecretStr(EMULATOR_KEY), **fast})
+
+    def agent_config(self, *, charts: bool | None = None, planning: bool = False) -> dict[str, Any]:
+        """The agent_config of a new job (Google's `DeepResearchAgentConfig`)."""
+        visualization = self.visualization if charts is None else ("auto" if charts else "off")
+        config: dict[str, Any] = {"type": "deep-research", "thinking_summaries": self.thinking_summaries,
+                                  "visualization": visualization}  # fmt: skip
+        if planning:
+            config["collaborative_planning"] = True
+        return config
 
     @property
     def api_endpoint(self) -> str:

@@ -36,6 +36,7 @@ def new_job(
     batch_id: str | None = None,
     tags: tuple[str, ...] = (),
     held: bool = True,
+    agent_config: dict[str, Any] | None = None,
 ) -> Job:
     """The one way a job row is built: already validated input, queued, due now.
 
@@ -50,6 +51,7 @@ def new_job(
         idempotency_key=idempotency_key,
         batch_id=batch_id,
         tags=json.dumps(list(tags)) if tags else None,
+        agent_config=json.dumps(agent_config if agent_config is not None else settings.agent_config()),
         created_at=now,
         next_poll_at=now,
         lease_until=now + timedelta(seconds=settings.lease_seconds) if held else None,
