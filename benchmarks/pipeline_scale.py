@@ -43,7 +43,7 @@ from celery.utils.log import get_task_logger
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from research_runner import batches, db, lifecycle, store
+from research_runner import batches, db, lifecycle, outcome, store
 from research_runner.batchfile import Item
 from research_runner.constants import DEFAULT_AGENT
 from research_runner.exceptions import RetryableError, ServiceUnavailable
@@ -89,7 +89,7 @@ def baseline_app(settings: Settings, interval: float) -> Celery:
                 time.sleep(interval)
                 continue
             if snapshot.status in REMOTE_TERMINAL:
-                lifecycle.finish(settings, job, snapshot)
+                outcome.finish(settings, job, snapshot)
                 log.info("baseline job %s done after %d gets", job_id[:8], gets)
                 return
             time.sleep(interval)
@@ -286,7 +286,7 @@ def insert_jobs(settings: Settings, durations: list[float], how: str) -> dict[st
     questions = [f"Benchmark question {i} [[emulator duration={d:.2f}]]" for i, d in enumerate(durations)]
     if how == "batch":  # as `research batch FILE` stores them: one transaction, all due at once
         with db.session(settings) as session:
-            batch, _ = batches.add(session, "benchmark", [Item(q) for q in questions], DEFAULT_AGENT)
+            batch, _ = batches.add(settings, session, "benchmark", [Item(q) for q in questions], DEFAULT_AGENT)
             session.flush()
             rows = session.exec(select(Job.id, Job.question).where(col(Job.batch_id) == batch.id)).all()
         by_question = dict(zip(questions, durations, strict=True))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from research_runner import lifecycle, store
+from research_runner import lifecycle, outcome, store
 from research_runner.gateway import Gateway
 from research_runner.models import ACTIVE_STATUSES, REMOTE_RUNNING, Job, JobStatus, utcnow
 from research_runner.settings import Settings
@@ -178,9 +178,9 @@ def test_an_unwritable_reports_folder_costs_neither_the_report_nor_the_batch(
     assert done.report_markdown and done.report_path is None
     assert done.report_error is not None and done.report_error.startswith("report not written: ")
 
-    assert lifecycle.write_pending_reports(settings) == 0  # still unwritable: it waits
+    assert outcome.write_pending_reports(settings) == 0  # still unwritable: it waits
     settings.reports_dir.unlink()
-    assert lifecycle.write_pending_reports(settings) == 1
+    assert outcome.write_pending_reports(settings) == 1
     written = store.load(settings, ends)
     assert written is not None and written.report_error is None and written.report_path
     assert Path(written.report_path).read_text() == written.report_markdown

@@ -293,7 +293,7 @@ def test_a_duplicate_schedule_name_is_refused(env: dict[str, str], settings: Set
 def submit_keyed(settings: Settings, name: str, keys: list[str]) -> tuple[Batch, int]:
     items = [Item(f"question {key}", idempotency_key=key) for key in keys]
     with db.session(settings) as session:
-        return batches.add(session, name, items, "deep-research-preview-04-2026")
+        return batches.add(settings, session, name, items, "deep-research-preview-04-2026")
 
 
 def test_a_batch_of_known_keys_stores_nothing_and_says_so(

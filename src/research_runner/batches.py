@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -15,7 +14,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import exists, update
 from sqlmodel import Session, col, select
 
-from research_runner import db, display, reports
+from research_runner import db, display, reports, store
 from research_runner.batchfile import Item
 from research_runner.exceptions import InvalidInput, JobNotFound
 from research_runner.models import ACTIVE_STATUSES, Batch, Job, utcnow
@@ -60,6 +59,7 @@ def check_batch_name(name: str) -> str:
 
 
 def add(
+    settings: Settings,
     session: Session,
     name: str,
     items: list[Item],
@@ -68,6 +68,7 @@ def add(
     source: str | None = None,
     schedule_id: str | None = None,
     due_at: datetime | None = None,
+    charts: bool | None = None,
 ) -> tuple[Batch, int]:
     """Store a batch and its queued jobs in the caller's transaction; returns (batch, items skipped as known).
 
@@ -88,18 +89,12 @@ def add(
         name=name, source=source, schedule_id=schedule_id, due_at=due_at, job_count=len(fresh), created_at=now
     )
     session.add(batch)
-    for item in fresh:
-        session.add(
-            Job(
-                question=item.question,
-                agent=item.agent or agent,
-                batch_id=batch.id,
-                created_at=now,
-                next_poll_at=now,
-                idempotency_key=item.idempotency_key,
-                tags=json.dumps(list(item.tags)) if item.tags else None,
-            )
-        )
+    config = settings.agent_config(charts=charts)
+    for position, item in enumerate(fresh, 1):
+        job = store.new_job(settings, item.question, item.agent or agent, idempotency_key=item.idempotency_key,
+                            batch_id=batch.id, tags=item.tags, held=False, agent_config=config)  # fmt: skip
+        job.batch_position = position  # jobs of a batch share a creation time: this keeps the file's order
+        session.add(job)
     return batch, len(items) - len(fresh)
 
 
@@ -133,7 +128,7 @@ def find(settings: Settings, ref: str) -> Batch:
 
 def jobs_of(settings: Settings, batch_id: str) -> list[Job]:
     with db.session(settings) as session:
-        query = select(Job).where(col(Job.batch_id) == batch_id).order_by(col(Job.created_at), col(Job.id))
+        query = select(Job).where(col(Job.batch_id) == batch_id).order_by(col(Job.batch_position), col(Job.id))
         return list(session.exec(query))
 
 

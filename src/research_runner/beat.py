@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery
 from celery.beat import Scheduler
 
-from research_runner import batches, db, lifecycle, schedules, store
+from research_runner import batches, db, outcome, schedules, store
 from research_runner.models import JobStatus
 from research_runner.settings import Settings
 
@@ -75,7 +75,7 @@ def tick(settings: Settings, send: Send) -> TickReport:
     digests = _isolated(report, "digests", lambda: batches.finalize_each(settings))
     report.digests_written = len(digests.done) if digests else 0
     report.failures += [f"digest of batch {f.name}: {f.error}" for f in (digests.failures if digests else [])]
-    report.reports_written = _isolated(report, "reports", lambda: lifecycle.write_pending_reports(settings)) or 0
+    report.reports_written = _isolated(report, "reports", lambda: outcome.write_pending_reports(settings)) or 0
     return report
 
 

@@ -13,19 +13,21 @@ and the API gateway only when a method needs them, so reading jobs never imports
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from research_runner import batches, batchfile, db, lifecycle, schedules, store
+from research_runner import attachments, batches, batchfile, db, deletion, lifecycle, pricing, schedules, store
 from research_runner.batchfile import Item
 from research_runner.exceptions import InvalidInput, InvalidJobState
-from research_runner.models import ACTIVE_STATUSES, Batch, Job, JobStatus, Schedule
+from research_runner.models import ACTIVE_STATUSES, Batch, Job, JobStatus, JobTurn, Schedule, utcnow
 from research_runner.settings import Settings, load_settings
 from research_runner.validation import clean_agent, clean_key, clean_question
 
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from research_runner.gateway import Gateway
 
 Progress = Callable[[Job], None]
+# Shown a job's plan: returns None to approve it, or the changes to ask for.
+Review = Callable[[Job], str | None]
 BatchProgress = Callable[[Batch, list[Job]], None]
 WAIT_TICK = 0.5
 
@@ -109,18 +113,25 @@ class Client:
         agent: str | None = None,
         idempotency_key: str | None = None,
         retry_of: str | None = None,
+        charts: bool | None = None,
+        plan: bool = False,
+        files: Sequence[Path] = (),
     ) -> Submitted:
-        """Store a job and send its first step to the workers. A known idempotency key returns its job."""
-        question, agent = clean_question(question), clean_agent(agent or self.settings.agent)
+        """Store a job and send its first step to the workers. A known idempotency key returns its job.
+
+        `charts` overrides RESEARCH_VISUALIZATION; `plan` asks for a research plan to review first (the job then
+        waits in plan_ready for `approve` or `revise`); `files` are images or PDFs sent with the question.
+        """
         key = clean_key(idempotency_key)
-        existing = self._known(key, question)
+        job, found = self._new_job(self.settings, question, agent, charts=charts, plan=plan, files=files)
+        existing = self._known(key, job.question)
         if existing is not None:
             return Submitted(existing, False)
-        job = store.new_job(self.settings, question, agent, retry_of=retry_of, idempotency_key=key)
+        job.idempotency_key, job.retry_of = key, retry_of
         try:
-            store.add(self.db, job)
+            store.add_with_files(self.db, job, found)
         except IntegrityError:  # the same key was submitted concurrently and the other submit won
-            existing = self._known(key, question)
+            existing = self._known(key, job.question)
             if existing is None:
                 raise
             return Submitted(existing, False)
@@ -130,6 +141,18 @@ class Client:
             store.forget(self.settings, job.id)  # nothing half-stored when the broker is down
             raise
         return Submitted(job, True)
+
+    def _new_job(
+        self, settings: Settings, question: str, agent: str | None, *, charts: bool | None, plan: bool,
+        files: Sequence[Path],
+    ) -> tuple[Job, list[attachments.Attachment]]:  # fmt: skip
+        """A new job row and its files, every input checked before anything is stored."""
+        question, agent = clean_question(question), clean_agent(agent or settings.agent)
+        found = attachments.read(list(files))
+        config = settings.agent_config(charts=charts, planning=plan)
+        job = store.new_job(settings, question, agent, agent_config=config)
+        job.files = json.dumps([a.describe() for a in found]) if found else None
+        return job, found
 
     def _known(self, key: str | None, question: str) -> Job | None:
         job = store.by_idempotency_key(self.db, key) if key else None
@@ -186,20 +209,92 @@ class Client:
         emulator: bool | None = None,
         progress: Progress = _ignore,
         notice: Callable[[str], None] = _ignore,
+        charts: bool | None = None,
+        plan: bool = False,
+        files: Sequence[Path] = (),
+        review: Review | None = None,
     ) -> Job:
         """Research a question in this process, without broker or worker, and return the finished job.
 
-        `emulator` (default: only when no API key is set) runs it against a private local emulator.
+        `emulator` (default: only when no API key is set) runs it against a private local emulator. With `plan`,
+        `review` is shown each plan and returns None to approve it or the changes to ask for; without `review`
+        the job stops in plan_ready.
         """
         with self._api_settings(emulator, notice) as (api, private):
             gateway = self.gateway(api)  # key and settings are checked before anything is stored
-            job = store.add(self.db, store.new_job(api, clean_question(question), clean_agent(agent or api.agent)))
+            job, found = self._new_job(api, question, agent, charts=charts, plan=plan, files=files)
+            store.add_with_files(self.db, job, found)
             with lifecycle.interruptible():
                 try:
-                    return lifecycle.run_inline(api, job.id, gateway, progress)
+                    return self._run_thread(api, job.id, gateway, progress, review)
                 except KeyboardInterrupt:
                     self._interrupted(job.id, private, notice)
                     raise
+
+    def _run_thread(self, api: Settings, job_id: str, gateway: Gateway, progress: Progress,
+                    review: Review | None) -> Job:  # fmt: skip
+        while True:
+            job = lifecycle.run_inline(api, job_id, gateway, progress)
+            if job.status != JobStatus.PLAN_READY or review is None:
+                return job
+            change = review(job)
+            if change is None:
+                lifecycle.approve(api, job.id)
+            else:
+                lifecycle.revise(api, job.id, change)
+
+    # -- threads: plans and follow-ups -----------------------------------------------------------------------
+
+    def approve(self, ref: str, note: str | None = None) -> Job:
+        """Confirm a job's research plan: the same job goes on to run the research."""
+        return lifecycle.approve(self.db, ref, note)
+
+    def revise(self, ref: str, change: str) -> Job:
+        """Ask for a different plan; the job waits in plan_ready again once the agent has answered."""
+        return lifecycle.revise(self.db, ref, change)
+
+    def ask(self, ref: str, question: str, *, charts: bool | None = None) -> Job:
+        """A follow-up question on a completed job: its own job, linked to the parent, run by the workers."""
+        return lifecycle.ask(self.db, ref, question, self.settings.agent_config(charts=charts))
+
+    def thread(self, ref: str) -> list[Job]:
+        """The job and its follow-ups (and theirs), in the order they were asked."""
+        found, queue = [], [self.get(ref)]
+        while queue:
+            job = queue.pop(0)
+            found.append(job)
+            queue = store.follow_ups_of(self.settings, job.id) + queue
+        return found
+
+    def turns(self, job: Job) -> list[JobTurn]:
+        """Every create of the job's thread: its kind, input and interaction id."""
+        return store.turns_of(self.db, job.id)
+
+    # -- usage, cost and deletion ---------------------------------------------------------------------------
+
+    def usage(self, since: datetime | None = None, batch: str | None = None) -> list[pricing.UsageRow]:
+        """Jobs, tokens, searches and estimated cost per day and agent."""
+        batch_id = self.batch(batch).id if batch else None
+        return pricing.summarize(store.finished_since(self.db, since, batch_id))
+
+    def delete(self, ref: str, *, remote: bool = True, local: bool = True) -> deletion.Deleted:
+        """Delete a finished job's interactions at Google, its local report files, or both."""
+        return deletion.delete(self.db, self.get(ref), self.gateway, remote=remote, local=local)
+
+    def purge(self, older_than: timedelta, *, remote: bool = True, local: bool = True, dry_run: bool = False
+              ) -> list[deletion.Deleted]:  # fmt: skip
+        """Delete what jobs that ended more than `older_than` ago left; `dry_run` says what it would touch."""
+        found = deletion.purge_candidates(self.db, utcnow() - older_than, remote=remote, local=local)
+        if dry_run:
+            return [
+                deletion.Deleted(
+                    job,
+                    deletion.interactions_of(self.settings, job) if remote else [],
+                    deletion.local_files(self.settings, job) if local else [],
+                )
+                for job in found
+            ]
+        return [deletion.delete(self.settings, job, self.gateway, remote=remote, local=local) for job in found]
 
     @contextmanager
     def _api_settings(self, emulator: bool | None, notice: Callable[[str], None]) -> Iterator[tuple[Settings, bool]]:
@@ -221,8 +316,9 @@ class Client:
     # -- batches --------------------------------------------------------------------------------------------
 
     def submit_batch(
-        self, source: Path | list[Item], *, name: str | None = None, agent: str | None = None
-    ) -> BatchSubmitted:
+        self, source: Path | list[Item], *, name: str | None = None, agent: str | None = None,
+        charts: bool | None = None,
+    ) -> BatchSubmitted:  # fmt: skip
         """Store every question of a batch file (or list of items) as one batch; the workers pick them up."""
         items = batchfile.read(source) if isinstance(source, Path) else source
         default_agent = clean_agent(agent or self.settings.agent)
@@ -231,7 +327,13 @@ class Client:
         try:
             with db.session(self.db) as session:
                 batch, skipped = batches.add(
-                    session, label, items, default_agent, source=str(source) if isinstance(source, Path) else None
+                    self.settings,
+                    session,
+                    label,
+                    items,
+                    default_agent,
+                    source=str(source) if isinstance(source, Path) else None,
+                    charts=charts,
                 )
         except IntegrityError:
             raise InvalidInput(

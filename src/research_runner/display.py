@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from research_runner.models import Job, JobStatus, utcnow
+from research_runner.settings import GOOGLE_API_URL
 
 QUESTION_PREVIEW = 60
 THOUGHT_PREVIEW = 100
@@ -39,7 +40,22 @@ def job_dict(job: Job) -> dict[str, Any]:
         "idempotency_key": job.idempotency_key,
         "batch_id": job.batch_id,
         "tags": json.loads(job.tags) if job.tags else [],
+        "emulated": emulated(job),
+        "api_endpoint": job.api_endpoint,
+        "report_error": job.report_error,
+        "figures": json.loads(job.figures) if job.figures else [],
+        "files": json.loads(job.files) if job.files else [],
+        "usage": json.loads(job.usage_json) if job.usage_json else None,
+        "estimated_cost_usd": job.cost_usd,
+        "parent_id": job.parent_id,
+        "remote_deleted_at": iso(job.remote_deleted_at),
+        "local_deleted_at": iso(job.local_deleted_at),
     }
+
+
+def emulated(job: Job) -> bool | None:
+    """Whether the job's interaction was created by an emulator rather than Google (None: not created yet)."""
+    return None if job.api_endpoint is None else job.api_endpoint != GOOGLE_API_URL
 
 
 def to_json(value: Any) -> str:
@@ -91,7 +107,12 @@ def progress_line(job: Job) -> str:
 
 def outcome_line(job: Job) -> str:
     if job.status == JobStatus.COMPLETED:
-        return f"Job {job.short_id} completed: {job.report_path}"
+        return f"Job {job.short_id} completed: {job.report_path or job.report_error}"
+    if job.status == JobStatus.PLAN_READY:
+        return (
+            f"Job {job.short_id} has a research plan for you: `research show {job.short_id}`, then "
+            f'`research approve {job.short_id}` or `research revise {job.short_id} "what to change"`'
+        )
     detail = f": {job.error}" if job.error else ""
     saved = f" (partial report: {job.report_path})" if job.report_path else ""
     return f"Job {job.short_id} {job.status}{detail}{saved}"
@@ -125,12 +146,24 @@ def status_card(job: Job) -> str:
         ("polls", job.poll_count),
         ("tokens", job.total_tokens),
         ("latest thought", job.last_thought),
+        ("cost", f"${job.cost_usd:.2f} (estimated)" if job.cost_usd is not None else None),
         ("title", job.report_title),
         ("report", job.report_path),
+        ("figures", ", ".join(json.loads(job.figures)) if job.figures else None),
+        ("files", ", ".join(f["name"] for f in json.loads(job.files)) if job.files else None),
+        ("follow-up of", job.parent_id),
         ("retry of", job.retry_of),
         ("error", job.error),
+        ("report problem", job.report_error),
+        ("deleted", _deleted(job)),
     ]
     return "\n".join(f"{name + ':':<16}{value}" for name, value in rows if value not in (None, ""))
+
+
+def _deleted(job: Job) -> str | None:
+    parts = [f"{where} {when(moment)}" for where, moment in
+             (("at Google", job.remote_deleted_at), ("locally", job.local_deleted_at)) if moment]  # fmt: skip
+    return ", ".join(parts) or None
 
 
 def report_body(markdown: str) -> str:
@@ -146,6 +179,15 @@ def report_text(job: Job) -> str:
     """The report as plain Markdown for a pipe or a file: every source URL readable, no padding added."""
     assert job.report_markdown is not None
     return report_body(job.report_markdown).rstrip("\n") + "\n"
+
+
+def render_markdown(console: Console, markdown: str, header: str, plain: bool | None = None) -> None:
+    """Markdown rendered on a terminal under a dim header line; plain text elsewhere (`plain=None` asks)."""
+    if plain if plain is not None else not console.is_terminal:
+        console.out(f"{header}\n\n{report_body(markdown).rstrip()}\n", highlight=False, end="")
+        return
+    console.print(Text(header, style="dim"))
+    console.print(Markdown(report_body(markdown)))
 
 
 def render_report(console: Console, job: Job, plain: bool | None = None) -> None:

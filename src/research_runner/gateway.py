@@ -127,6 +127,16 @@ class Gateway:
         except sdk_errors.GeminiNextGenAPIClientError as exc:
             raise classify_error(exc) from exc
 
+    def delete(self, interaction_id: str) -> bool:
+        """Delete a stored interaction at Google (`interactions.delete`); False if the API no longer has it."""
+        try:
+            self._read_client.interactions.delete(interaction_id)
+        except sdk_errors.NotFoundError:
+            return False
+        except sdk_errors.GeminiNextGenAPIClientError as exc:
+            raise classify_error(exc) from exc
+        return True
+
     def cancel(self, interaction_id: str) -> Snapshot:
         try:
             raw = self._read_client.interactions.with_raw_response.cancel(interaction_id)

@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from research_runner import ratelimit, reports, store
+from research_runner import attachments, outcome, ratelimit, store
 from research_runner.constants import JOB_LABEL
 from research_runner.exceptions import (
     CreateOutcomeUnknown,
@@ -35,15 +34,21 @@ from research_runner.models import (
     REMOTE_TERMINAL,
     Job,
     JobStatus,
+    JobTurn,
     utcnow,
 )
 from research_runner.settings import Settings
 from research_runner.snapshot import Snapshot
+from research_runner.validation import clean_question
 
 if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
     from research_runner.gateway import Gateway
 
 log = logging.getLogger(__name__)
+BUDGET_RECHECK_SECONDS = 60.0
+# What `approve` sends: Google's sample confirms a plan in plain words, with collaborative_planning false.
+APPROVAL = "The plan looks good: go ahead with the research."
+FOLLOW_UP_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.REQUIRES_ACTION})
 Progress = Callable[[Job], None]
 _rng = random.Random()
 WAIT_TICK = 0.5
@@ -71,50 +76,87 @@ def _honour_retry_after(settings: Settings, exc: RetryableError) -> None:
 
 
 def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
-    """Create the interaction for a queued job, at most once."""
-    if _throttle(settings, job_id, JobStatus.QUEUED):
+    """Create the interaction for a queued job (or the next turn of its thread), at most once."""
+    job = store.load(settings, job_id)
+    if job is None or job.status != JobStatus.QUEUED:
+        return  # checked before any budget is spent on it
+    if _over_budget(settings, job) or _throttle(settings, job_id, JobStatus.QUEUED):
         return
-    now = utcnow()
     # Long enough for the create's connect and read timeouts, so the reaper never takes a create still running.
-    lease = now + timedelta(seconds=settings.lease_seconds + 2 * settings.request_timeout)
-    job = store.take_for_create(settings, job_id, lease)
-    if job is None:
+    lease = utcnow() + timedelta(seconds=settings.lease_seconds + 2 * settings.request_timeout)
+    taken = store.take_for_create(settings, job_id, lease)
+    if taken is None:
         return
     try:
         interaction_id = gateway.create(
-            job.next_input or job.question, job.agent, job.id,
-            agent_config=json.loads(job.agent_config) if job.agent_config else None,
-            previous_interaction_id=job.previous_interaction_id,
+            _input(settings, taken), taken.agent, taken.id,
+            agent_config=json.loads(taken.agent_config) if taken.agent_config else None,
+            previous_interaction_id=taken.previous_interaction_id,
         )  # fmt: skip
     except RetryableError as exc:
         _honour_retry_after(settings, exc)
-        delay = max(exc.retry_after or 0.0, backoff_delay(settings, job.poll_count))
-        _requeue(settings, job, f"create not accepted yet, will try again: {exc}", delay)
+        delay = max(exc.retry_after or 0.0, backoff_delay(settings, taken.poll_count))
+        _requeue(settings, taken, f"create not accepted yet, will try again: {exc}", delay)
     except CreateOutcomeUnknown as exc:
         _needs_attention(
-            settings,
-            job_id,
-            JobStatus.SUBMITTING,
+            settings, job_id, JobStatus.SUBMITTING,
             f"the create request may have started an interaction ({exc}); no second one was started "
             "automatically. Run `research retry JOB` to start anew.",
-        )
+        )  # fmt: skip
     except PermanentError as exc:
         _end_without_report(settings, job_id, JobStatus.SUBMITTING, JobStatus.FAILED, f"create refused: {exc}")
     else:
-        now = utcnow()
-        if not store.transition(
-            settings,
-            job_id,
-            [JobStatus.SUBMITTING],
-            status=JobStatus.RUNNING,
-            interaction_id=interaction_id,
-            api_endpoint=gateway.endpoint,
-            submitted_at=now,
-            next_poll_at=now + timedelta(seconds=backoff_delay(settings, 0)),
-            lease_until=None,
-            error=None,
-        ):
-            _keep_late_interaction(settings, job_id, interaction_id)
+        _started(settings, gateway, taken, interaction_id)
+
+
+def _input(settings: Settings, job: Job) -> str | list[dict[str, Any]]:
+    """The create's input: a continuation's text, or the question with the job's files."""
+    if job.next_input is not None:
+        return job.next_input
+    files = store.files_of(settings, job.id) if job.files else []
+    return attachments.input_of(job.question, [attachments.Attachment(f.name, f.mime_type, f.data) for f in files])
+
+
+def _started(settings: Settings, gateway: Gateway, job: Job, interaction_id: str) -> None:
+    now = utcnow()
+    if not store.transition(
+        settings, job.id, [JobStatus.SUBMITTING], status=JobStatus.RUNNING, interaction_id=interaction_id,
+        api_endpoint=gateway.endpoint, submitted_at=now, lease_until=None, error=None,
+        next_poll_at=now + timedelta(seconds=backoff_delay(settings, 0)),
+    ):  # fmt: skip
+        _keep_late_interaction(settings, job.id, interaction_id)
+    store.add_turn(settings, JobTurn(job_id=job.id, kind=turn_kind(job), input=job.next_input,
+                                     interaction_id=interaction_id, api_endpoint=gateway.endpoint))  # fmt: skip
+
+
+def turn_kind(job: Job) -> str:
+    """What a create of this job is in its thread: research, plan, revise, approve or follow_up."""
+    if job.previous_interaction_id is None:
+        return "plan" if planning(job) else "research"
+    if job.next_input is None:
+        return "follow_up"
+    return "revise" if planning(job) else "approve"
+
+
+def planning(job: Job) -> bool:
+    return bool(job.agent_config and json.loads(job.agent_config).get("collaborative_planning"))
+
+
+def _over_budget(settings: Settings, job: Job) -> bool:
+    """Hold a queued job back while this month's estimated spend has reached the budget; running jobs go on."""
+    budget = settings.monthly_budget_usd
+    if budget is None:
+        return False
+    spent = store.spent_this_month(settings, utcnow())
+    if spent < budget:
+        return False
+    store.transition(
+        settings, job.id, [JobStatus.QUEUED], lease_until=None,
+        next_poll_at=utcnow() + timedelta(seconds=BUDGET_RECHECK_SECONDS),
+        error=f"waiting for budget: this month's estimated spend ${spent:.2f} has reached "
+        f"RESEARCH_MONTHLY_BUDGET_USD (${budget:.2f}); it starts when the budget is raised or the month turns",
+    )  # fmt: skip
+    return True
 
 
 @dataclass(frozen=True)
@@ -278,8 +320,10 @@ def record(settings: Settings, job: Job, snapshot: Snapshot, pending: list[dict[
             "nothing of it was stored",
         )  # fmt: skip
         return
-    if snapshot.status in REMOTE_TERMINAL:
-        finish(settings, job, snapshot)
+    if snapshot.status == "completed" and planning(job):
+        _plan_ready(settings, job, snapshot)
+    elif snapshot.status in REMOTE_TERMINAL:
+        outcome.finish(settings, job, snapshot)
     elif snapshot.status in REMOTE_RUNNING:
         values = _next_poll(job, backoff_delay(settings, job.poll_count), snapshot=snapshot)
         if pending is None:
@@ -298,83 +342,49 @@ def record(settings: Settings, job: Job, snapshot: Snapshot, pending: list[dict[
         )
 
 
-def finish(settings: Settings, job: Job, snapshot: Snapshot, from_statuses: Iterable[str] = ACTIVE_STATUSES) -> None:
-    """Store the outcome once: the report file first (atomically), then the row, guarded by status.
-
-    A report that cannot be written (folder read-only or full) never costs the outcome: the row records it with
-    the report and the reason, polling stops, and the dispatch tick writes the file once it can.
-    """
-    finished_at = utcnow()
-    status = REMOTE_TERMINAL[snapshot.status]
-    report = reports.render(job, snapshot, finished_at) if snapshot.text.strip() else None
-    path, unwritten = _save(settings, job, report)
-    won = store.transition(
-        settings, job.id, from_statuses, status=status, remote_status=snapshot.status,
-        finished_at=finished_at, next_poll_at=None, lease_until=None, error=_outcome_error(status, snapshot),
-        last_thought=snapshot.last_thought or job.last_thought, poll_count=job.poll_count + 1,
-        report_title=report.title if report else None, report_markdown=report.markdown if report else None,
-        report_path=str(path) if path else None, report_error=unwritten, **_usage_columns(snapshot),
+def _plan_ready(settings: Settings, job: Job, snapshot: Snapshot) -> None:
+    """Collaborative planning: the interaction ended with a plan, which waits for `approve` or `revise`."""
+    store.transition(
+        settings, job.id, ACTIVE_STATUSES, status=JobStatus.PLAN_READY, remote_status=snapshot.status,
+        plan_markdown=snapshot.text.strip(), previous_interaction_id=snapshot.id, next_poll_at=None,
+        lease_until=None, poll_count=job.poll_count + 1, error=None,
+        last_thought=snapshot.last_thought or job.last_thought,
     )  # fmt: skip
-    if not won and path is not None:
-        _drop_orphan(settings, job.id, path)
 
 
-def _save(settings: Settings, job: Job, report: reports.Report | None) -> tuple[Path | None, str | None]:
-    if report is None:
-        return None, None
-    try:
-        return reports.save(report, settings.reports_dir), None
-    except OSError as exc:
-        log.error("job %s: report not written: %s", job.id[:8], exc)
-        return None, _unwritten(settings, exc)
+def approve(settings: Settings, ref: str, note: str | None = None) -> Job:
+    """Confirm a job's plan: the next turn runs the research, and the job goes on as before."""
+    text = APPROVAL + (f" {note.strip()}" if note and note.strip() else "")
+    return _continue(settings, store.find(settings, ref), text, planning=False)
 
 
-def _unwritten(settings: Settings, exc: OSError) -> str:
-    reason = exc.strerror or str(exc)
-    return f"report not written: {reason} in {settings.reports_dir}; kept in the database, written once it can be"
+def revise(settings: Settings, ref: str, change: str) -> Job:
+    """Ask for a different plan: the next turn answers with a revised plan, which waits for the user again."""
+    return _continue(settings, store.find(settings, ref), clean_question(change), planning=True)
 
 
-def write_pending_reports(settings: Settings) -> int:
-    """Write the report files that could not be written when their jobs finished; returns how many were."""
-    written = 0
-    for job in store.unwritten_reports(settings):
-        assert job.report_markdown is not None
-        path = settings.reports_dir / reports.report_filename(job)
-        try:
-            reports.write_atomically(path, job.report_markdown)
-        except OSError as exc:
-            if _unwritten(settings, exc) != job.report_error:
-                store.transition(settings, job.id, [job.status], report_error=_unwritten(settings, exc))
-            continue
-        written += store.transition(settings, job.id, [job.status], report_path=str(path), report_error=None)
-    return written
+def _continue(settings: Settings, job: Job, text: str, *, planning: bool) -> Job:
+    if job.status != JobStatus.PLAN_READY:
+        raise InvalidJobState(f"job {job.short_id} is {job.status}; only a job whose plan is ready (plan_ready) "
+                              "can be approved or revised")  # fmt: skip
+    config = json.loads(job.agent_config or "{}") | {"collaborative_planning": planning}
+    if not store.transition(
+        settings, job.id, [JobStatus.PLAN_READY], status=JobStatus.QUEUED, agent_config=json.dumps(config),
+        next_input=text, next_poll_at=utcnow(), lease_until=None, error=None,
+    ):  # fmt: skip
+        raise InvalidJobState(f"job {job.short_id} changed meanwhile; look at it again with `research status`")
+    return reload(settings, job.id)
 
 
-def _drop_orphan(settings: Settings, job_id: str, path: Path) -> None:
-    # Another finisher won the race; keep the file only if the stored row points at it.
-    current = store.load(settings, job_id)
-    if current is not None and current.report_path == str(path) and current.report_markdown:
-        reports.write_atomically(path, current.report_markdown)  # our write may have replaced the winner's
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _outcome_error(status: JobStatus, snapshot: Snapshot) -> str | None:
-    if status == JobStatus.COMPLETED:
-        return None
-    if status == JobStatus.REQUIRES_ACTION:
-        return "the agent is waiting for input from you (requires_action)"
-    return "; ".join(snapshot.errors) or f"the interaction ended {status.value}"
-
-
-def _usage_columns(snapshot: Snapshot) -> dict[str, int | None]:
-    usage = snapshot.usage
-    return {
-        "input_tokens": usage.get("total_input_tokens"),
-        "output_tokens": usage.get("total_output_tokens"),
-        "thought_tokens": usage.get("total_thought_tokens"),
-        "total_tokens": usage.get("total_tokens"),
-    }
+def ask(settings: Settings, ref: str, question: str, agent_config: dict[str, Any] | None = None) -> Job:
+    """A follow-up question on a finished report: a new job in the thread, continuing its interaction."""
+    parent = store.find(settings, ref)
+    if parent.status not in FOLLOW_UP_STATUSES or not parent.interaction_id:
+        raise InvalidJobState(f"job {parent.short_id} is {parent.status}; follow-up questions need a completed job "
+                              "(or one waiting for input: requires_action)")  # fmt: skip
+    job = store.new_job(settings, clean_question(question), parent.agent, held=False, agent_config=agent_config)
+    job.parent_id, job.previous_interaction_id = parent.id, parent.interaction_id
+    return store.add(settings, job)
 
 
 def _reschedule(settings: Settings, job: Job, delay: float, *, error: str) -> None:
@@ -501,7 +511,7 @@ def _cancel_waiting(settings: Settings, job: Job, gateway: Gateway) -> Job:
             error=f"cancelled by the user; the API no longer reports on interaction {job.interaction_id}",
         )
     elif snapshot.status in REMOTE_TERMINAL and snapshot.status != JobStatus.REQUIRES_ACTION:
-        finish(settings, job, snapshot, from_statuses=[job.status])
+        outcome.finish(settings, job, snapshot, from_statuses=[job.status])
     else:  # still waiting, or a status we do not know: the user has decided, so it ends here
         store.transition(
             settings,

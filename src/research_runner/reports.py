@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,8 +15,9 @@ from typing import Any
 
 import yaml
 
+from research_runner import charts
 from research_runner.models import Job
-from research_runner.snapshot import Citation, Snapshot
+from research_runner.snapshot import Citation, Image, Snapshot
 
 SLUG_MAX_CHARS = 60
 TITLE_MAX_CHARS = 200
@@ -31,11 +34,21 @@ INLINE_ESCAPES = str.maketrans(
 )
 
 
+# Read once at import (single-threaded): os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 @dataclass(frozen=True)
 class Report:
     title: str
     markdown: str
     filename: str
+    charts: tuple[charts.Chart, ...] = ()
+
+    @property
+    def chart_folder(self) -> str:
+        return charts.folder_of(self.filename)
 
 
 def slugify(text: str) -> str:
@@ -116,18 +129,33 @@ def report_filename(job: Job) -> str:
     return f"{job.created_at:%Y-%m-%d}-{slugify(job.question)}-{job.short_id}.md"
 
 
-def render(job: Job, snapshot: Snapshot, finished_at: datetime) -> Report:
+def render(job: Job, snapshot: Snapshot, finished_at: datetime, cost: float | None = None) -> Report:
     title = title_of(snapshot.text, job.question)
-    body = snapshot.text.strip()
+    filename = report_filename(job)
+    found = _charts(snapshot)
+    body = _body(snapshot, found, charts.folder_of(filename))
     listed = sources(snapshot.citations)
     if listed:
         body = without_trailing_sources(body).rstrip()
     if not HEADING.search(body):
         body = f"# {inline_text(title)}\n\n{body}".rstrip()
-    parts = [_front_matter(job, snapshot, title, finished_at), body]
+    parts = [_front_matter(job, snapshot, title, finished_at, found, cost), body]
     if listed:
         parts.append("## Sources\n\n" + "\n".join(_source_line(i, c) for i, c in enumerate(listed, 1)))
-    return Report(title=title, markdown="\n\n".join(parts) + "\n", filename=report_filename(job))
+    return Report(title=title, markdown="\n\n".join(parts) + "\n", filename=filename, charts=found)
+
+
+def _charts(snapshot: Snapshot) -> tuple[charts.Chart, ...]:
+    images = [part for part in snapshot.parts if isinstance(part, Image)]
+    return tuple(charts.decode(number, image) for number, image in enumerate(images, 1))
+
+
+def _body(snapshot: Snapshot, found: tuple[charts.Chart, ...], folder: str) -> str:
+    """The model's text blocks with each chart's reference (or note) where the chart appeared."""
+    pieces, numbered = [], iter(found)
+    for part in snapshot.parts:
+        pieces.append(part.strip() if isinstance(part, str) else next(numbered).markdown(folder))
+    return "\n\n".join(piece for piece in pieces if piece) if pieces else snapshot.text.strip()
 
 
 def _source_line(number: int, citation: Citation) -> str:
@@ -135,7 +163,10 @@ def _source_line(number: int, citation: Citation) -> str:
     return f"{number}. [{label}](<{citation.url}>)"
 
 
-def _front_matter(job: Job, snapshot: Snapshot, title: str, finished_at: datetime) -> str:
+def _front_matter(
+    job: Job, snapshot: Snapshot, title: str, finished_at: datetime, found: tuple[charts.Chart, ...],
+    cost: float | None,
+) -> str:  # fmt: skip
     meta: dict[str, Any] = {
         "title": title,
         "job_id": job.id,
@@ -148,17 +179,28 @@ def _front_matter(job: Job, snapshot: Snapshot, title: str, finished_at: datetim
         "finished": finished_at.isoformat(),
         "duration_seconds": round((finished_at - job.created_at).total_seconds(), 1),
         "usage": dict(snapshot.usage),
+        "searches": snapshot.searches,
+        "estimated_cost_usd": cost,
+        "figures": sum(1 for chart in found if chart.filename),
     }
+    if any(chart.note for chart in found):
+        meta["figures_skipped"] = sum(1 for chart in found if chart.note)
+    if job.files:
+        meta["files"] = json.loads(job.files)
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename, so readers never see half a report."""
+def write_atomically(path: Path, content: str | bytes) -> None:
+    """Write to a temporary file beside `path`, then rename, so readers never see half a report.
+
+    The file gets the permissions any file the user writes gets (mkstemp alone would make it private).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".md", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content.encode() if isinstance(content, str) else content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -167,7 +209,29 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def save(report: Report, reports_dir: Path) -> Path:
+def save(report: Report, reports_dir: Path) -> tuple[Path, list[Path]]:
+    """Write the charts, then the report that refers to them; returns (report path, chart paths)."""
+    written = write_charts(report.charts, reports_dir / report.chart_folder)
     path = reports_dir / report.filename
     write_atomically(path, report.markdown)
-    return path
+    return path, written
+
+
+def write_charts(found: Iterable[charts.Chart], folder: Path) -> list[Path]:
+    written = []
+    for chart in found:
+        if chart.data is not None and chart.filename is not None:
+            write_atomically(folder / chart.filename, chart.data)
+            written.append(folder / chart.filename)
+    return written
+
+
+FOLLOW_UPS_MARK = "<!-- research-runner: follow-ups -->"
+
+
+def with_follow_up(markdown: str, question: str, link: str) -> str:
+    """The report with a link to one more follow-up in its closing "Follow-ups" section (which we own)."""
+    head, mark, tail = markdown.partition(FOLLOW_UPS_MARK)
+    entries = [line for line in tail.splitlines() if line.startswith("- ")] if mark else []
+    entries.append(f"- [{inline_text(question)}](<{link}>)")
+    return f"{head.rstrip()}\n\n{FOLLOW_UPS_MARK}\n## Follow-ups\n\n" + "\n".join(entries) + "\n"

@@ -214,7 +214,7 @@ def run_now(settings: Settings, name: str) -> Batch:
     """
     schedule, now = find(settings, name), utcnow()
     with db.session(settings) as session:
-        batch, _ = _batch_for(session, schedule, now, run_now=True)
+        batch, _ = _batch_for(settings, session, schedule, now, run_now=True)
     return batch
 
 
@@ -287,7 +287,7 @@ def _fire(settings: Settings, schedule: Schedule, now: datetime) -> Batch | None
                 return None  # another scheduler fired this due time
             fire_at = _firing_time(schedule, due, now)
             try:
-                return _batch_for(session, schedule, fire_at)[0] if fire_at else None
+                return _batch_for(settings, session, schedule, fire_at)[0] if fire_at else None
             except batches.NothingToSubmit:
                 return None  # every key of this firing is known: it was stored already
             except InvalidInput as exc:
@@ -306,7 +306,9 @@ def _firing_time(schedule: Schedule, due: datetime, now: datetime) -> datetime |
     return latest_due(schedule.cron, schedule.timezone, now)
 
 
-def _batch_for(session: Session, schedule: Schedule, due: datetime, run_now: bool = False) -> tuple[Batch, int]:
+def _batch_for(
+    settings: Settings, session: Session, schedule: Schedule, due: datetime, run_now: bool = False
+) -> tuple[Batch, int]:
     tag = f"run-now:{due.isoformat()}" if run_now else due.isoformat()
     templates = items_of(schedule)
     items = [
@@ -317,6 +319,7 @@ def _batch_for(session: Session, schedule: Schedule, due: datetime, run_now: boo
         check_expansion(template.question, item.question)
     local = due.astimezone(ZoneInfo(schedule.timezone))
     return batches.add(
+        settings,
         session,
         f"{schedule.name} {local:%Y-%m-%d %H:%M}",
         items,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 
 from research_runner.constants import DEFAULT_AGENT
 from research_runner.exceptions import InvalidInput
+from research_runner.pricing import DEFAULT_PRICES, AgentPrice
 from research_runner.validation import agent_problem
 
 GOOGLE_API_URL = "https://generativelanguage.googleapis.com"  # google-genai's default base URL
@@ -34,6 +36,11 @@ class Settings(BaseSettings):
     # `watch` and the latest thought empty; charts ("visualization") are on by default there too.
     thinking_summaries: Literal["auto", "none"] = "auto"
     visualization: Literal["auto", "off"] = "auto"
+    # Dollars per agent (JSON: {"agent": {"input_per_million", "output_per_million", "per_search"}}); agents left
+    # out keep pricing.DEFAULT_PRICES. Estimates only: the API reports usage, not cost.
+    prices: dict[str, AgentPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    # No new interaction is created once this month's estimated spend reaches it; running ones go on.
+    monthly_budget_usd: float | None = Field(default=None, ge=0)
     poll_initial: float = Field(default=10.0, gt=0)
     poll_multiplier: float = Field(default=1.5, ge=1)
     poll_max: float = Field(default=60.0, gt=0)
@@ -72,6 +79,15 @@ class Settings(BaseSettings):
     def _blank_url_is_default(cls, value: str | None) -> str | None:
         # compose passes an unset variable as "", which means Google's own URL.
         return (value or "").strip() or None
+
+    @field_validator("prices")
+    @classmethod
+    def _known_agents_priced(cls, value: dict[str, AgentPrice]) -> dict[str, AgentPrice]:
+        for agent in value:
+            problem = agent_problem(agent)
+            if problem:
+                raise ValueError(problem)
+        return {**DEFAULT_PRICES, **value}
 
     @field_validator("agent")
     @classmethod
@@ -152,6 +168,11 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
+        name, *inner = (str(part) for part in first["loc"])
+        where = f" ({'.'.join(inner)})" if inner else ""
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise InvalidInput(f"invalid setting RESEARCH_{field.upper()}: {message}") from None
+        raise InvalidInput(f"invalid setting RESEARCH_{name.upper()}{where}: {message}") from None
+    except SettingsError as exc:  # a variable that must hold JSON does not
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"RESEARCH_{field.group(1).upper()}" if field else "value"
+        raise InvalidInput(f"invalid setting {name}: not valid JSON") from None

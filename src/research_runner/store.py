@@ -7,7 +7,7 @@ repeat a step but never apply one twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,8 +15,9 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlmodel import col
 
 from research_runner import db
+from research_runner.attachments import Attachment
 from research_runner.exceptions import InvalidInput, JobNotFound
-from research_runner.models import Job, JobStatus, utcnow
+from research_runner.models import Figure, Job, JobFile, JobStatus, JobTurn, utcnow
 from research_runner.settings import Settings
 
 DISPATCH_BATCH = 500
@@ -61,6 +62,18 @@ def new_job(
 def add(settings: Settings, job: Job) -> Job:
     with db.session(settings) as session:
         session.add(job)
+    return job
+
+
+def add_with_files(settings: Settings, job: Job, files: Sequence[Attachment]) -> Job:
+    """A new job and the files that go with its question, in one transaction."""
+    with db.session(settings) as session:
+        session.add(job)
+        session.add_all(
+            JobFile(job_id=job.id, position=n, name=f.name, mime_type=f.mime_type, size=f.size, sha256=f.sha256,
+                    data=f.data)
+            for n, f in enumerate(files, 1)
+        )  # fmt: skip
     return job
 
 
@@ -112,11 +125,14 @@ def find(settings: Settings, ref: str) -> Job:
 
 
 def list_jobs(settings: Settings, status: str | None = None, limit: int = 20, batch_id: str | None = None) -> list[Job]:
-    query = select(Job).order_by(col(Job.created_at).desc()).limit(limit)
+    """Jobs newest first; a batch's jobs in the order of its file."""
+    query = select(Job).limit(limit)
     if status:
         query = query.where(col(Job.status) == status)
     if batch_id:
-        query = query.where(col(Job.batch_id) == batch_id)
+        query = query.where(col(Job.batch_id) == batch_id).order_by(col(Job.batch_position), col(Job.id))
+    else:
+        query = query.order_by(col(Job.created_at).desc())
     with db.session(settings) as session:
         return list(session.scalars(query))
 
@@ -204,5 +220,76 @@ def reschedule_all(settings: Settings, pending: list[dict[str, Any]]) -> None:
 def unwritten_reports(settings: Settings, limit: int = 100) -> list[Job]:
     """Finished jobs whose report is in the row but not yet on disk."""
     query = select(Job).where(col(Job.report_error).is_not(None), col(Job.report_markdown).is_not(None)).limit(limit)
+    with db.session(settings) as session:
+        return list(session.scalars(query))
+
+
+def finish(settings: Settings, job_id: str, from_statuses: Iterable[str], charts: list[Figure], **values: Any) -> bool:
+    """A terminal transition and the report's charts, in one transaction; False (nothing stored) if the job was
+    no longer in `from_statuses`."""
+    values.setdefault("updated_at", utcnow())
+    statement = (
+        update(Job).where(col(Job.id) == job_id, col(Job.status).in_([str(s) for s in from_statuses])).values(**values)
+    )
+    with db.session(settings) as session:
+        if not session.execute(statement).rowcount:  # type: ignore[attr-defined]
+            return False
+        session.add_all(charts)
+    return True
+
+
+def figures_of(settings: Settings, job_id: str) -> list[Figure]:
+    with db.session(settings) as session:
+        return list(session.scalars(select(Figure).where(col(Figure.job_id) == job_id).order_by(col(Figure.number))))
+
+
+def add_turn(settings: Settings, turn: JobTurn) -> None:
+    with db.session(settings) as session:
+        session.add(turn)
+
+
+def turns_of(settings: Settings, job_id: str) -> list[JobTurn]:
+    with db.session(settings) as session:
+        query = select(JobTurn).where(col(JobTurn.job_id) == job_id).order_by(col(JobTurn.id))
+        return list(session.scalars(query))
+
+
+def files_of(settings: Settings, job_id: str) -> list[JobFile]:
+    with db.session(settings) as session:
+        return list(
+            session.scalars(select(JobFile).where(col(JobFile.job_id) == job_id).order_by(col(JobFile.position)))
+        )
+
+
+def follow_ups_of(settings: Settings, job_id: str) -> list[Job]:
+    with db.session(settings) as session:
+        return list(session.scalars(select(Job).where(col(Job.parent_id) == job_id).order_by(col(Job.created_at))))
+
+
+def spent_this_month(settings: Settings, now: datetime) -> float:
+    """Estimated dollars of the jobs that finished this calendar month (UTC)."""
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    query = select(func.coalesce(func.sum(col(Job.cost_usd)), 0.0)).where(col(Job.finished_at) >= month)
+    with db.session(settings) as session:
+        return float(session.execute(query).scalar_one())
+
+
+def forget_figures(settings: Settings, job_id: str) -> None:
+    with db.session(settings) as session:
+        session.execute(delete(Figure).where(col(Figure.job_id) == job_id))
+
+
+def ended_before(settings: Settings, before: datetime) -> list[Job]:
+    query = select(Job).where(col(Job.finished_at) < before).order_by(col(Job.finished_at))
+    with db.session(settings) as session:
+        return list(session.scalars(query))
+
+
+def finished_since(settings: Settings, since: datetime | None, batch_id: str | None = None) -> list[Job]:
+    query = select(Job).where(col(Job.finished_at).is_not(None)).order_by(col(Job.finished_at))
+    if since is not None:
+        query = query.where(col(Job.finished_at) >= since)
+    if batch_id is not None:
+        query = query.where(col(Job.batch_id) == batch_id)
     with db.session(settings) as session:
         return list(session.scalars(query))

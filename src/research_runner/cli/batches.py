@@ -51,10 +51,11 @@ def batch_dict(batch: Batch, jobs: list[Job]) -> dict[str, Any]:
 @click.option("--name", help="Name of the batch (default: the file name).")
 @agent_option
 @click.option("--wait", is_flag=True, help="Stay until every job has ended and the digest is written.")
+@click.option("--no-charts", "no_charts", is_flag=True, help="Ask for reports without charts.")
 @json_option
 @click.pass_context
 def batch_submit(
-    ctx: click.Context, file: Path, name: str | None, agent: str | None, wait: bool, as_json: bool
+    ctx: click.Context, file: Path, name: str | None, agent: str | None, wait: bool, no_charts: bool, as_json: bool
 ) -> None:
     """Queue every question of a text, CSV or JSON Lines file as one batch.
 
@@ -63,7 +64,7 @@ def batch_submit(
         research batch submit questions.txt --name nightly --wait
     """
     client = client_of(ctx)
-    submitted = client.submit_batch(file, name=name, agent=agent)
+    submitted = client.submit_batch(file, name=name, agent=agent, charts=False if no_charts else None)
     batch = client.wait_batch(submitted.batch.id, _printer()) if wait else submitted.batch
     found = client.batch_jobs(batch)
     if as_json:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from research_runner import display
 from research_runner.cli.options import Failure, agent_option, client_of, console, finish, json_option
-from research_runner.models import JobStatus
+from research_runner.models import Job, JobStatus
 
 if TYPE_CHECKING:
     from research_runner.watch import LiveJobs
+
+
+def research_options(func: Any) -> Any:
+    """--no-charts, --plan and --file: what submit and run send with a question."""
+    func = click.option("--file", "files", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
+                        help="An image or PDF to research with the question (repeatable).")(func)  # fmt: skip
+    func = click.option("--plan", is_flag=True,
+                        help="Review the agent's research plan first (approve or revise it).")(func)  # fmt: skip
+    return click.option("--no-charts", "no_charts", is_flag=True, help="Ask for a report without charts.")(func)
 
 
 def _progress() -> LiveJobs:
@@ -30,19 +41,23 @@ def _progress() -> LiveJobs:
     metavar="KEY",
     help="Submitting again with the same key returns the first job instead of starting another.",
 )
+@research_options
 @json_option
 @click.pass_context
 def submit(
-    ctx: click.Context, question: str, agent: str | None, wait: bool, idempotency_key: str | None, as_json: bool
-) -> None:
+    ctx: click.Context, question: str, agent: str | None, wait: bool, idempotency_key: str | None, as_json: bool,
+    no_charts: bool, plan: bool, files: tuple[Path, ...],
+) -> None:  # fmt: skip
     """Queue a research question for the workers.
 
     \b
     Example:
         research submit "What limits solid-state battery production?" --wait
+        research submit "Summarise the risks in this contract" --file contract.pdf --plan
     """
     client = client_of(ctx)
-    submitted = client.submit(question, agent=agent, idempotency_key=idempotency_key)
+    submitted = client.submit(question, agent=agent, idempotency_key=idempotency_key, charts=False if no_charts
+                              else None, plan=plan, files=files)  # fmt: skip
     job = submitted.job
     if not submitted.created and not as_json:
         click.echo(f"Job {job.short_id} was already submitted with this idempotency key ({job.status})")
@@ -64,10 +79,16 @@ def submit(
     default=None,
     help="Run against a private local emulator (default: only when no API key is set).",
 )
+@research_options
 @json_option
 @click.pass_context
-def run(ctx: click.Context, question: str, agent: str | None, emulator: bool | None, as_json: bool) -> None:
+def run(
+    ctx: click.Context, question: str, agent: str | None, emulator: bool | None, as_json: bool, no_charts: bool,
+    plan: bool, files: tuple[Path, ...],
+) -> None:  # fmt: skip
     """Research a question in this process, without broker or worker, and wait for the report.
+
+    With --plan on a terminal, each plan is shown and you approve it or type what to change.
 
     \b
     Example:
@@ -75,13 +96,23 @@ def run(ctx: click.Context, question: str, agent: str | None, emulator: bool | N
     """
     client = client_of(ctx)
     notice = console(stderr=True)
+    review = _review if plan and sys.stdin.isatty() else None
     try:
         with _progress() as view:
-            job = client.run(question, agent=agent, emulator=emulator, progress=view,
+            job = client.run(question, agent=agent, emulator=emulator, progress=view, charts=False if no_charts
+                             else None, plan=plan, files=files, review=review,
                              notice=lambda line: notice.print(line, markup=False))  # fmt: skip
     except KeyboardInterrupt:
         raise click.Abort() from None
     finish(job, as_json)
+
+
+def _review(job: Job) -> str | None:
+    """Show a plan on the terminal; None approves it, any text asks for those changes."""
+    display.render_markdown(console(stderr=True), job.plan_markdown or "", f"{job.short_id} · research plan")
+    answer = click.prompt("Approve this plan? Press Enter to approve, or type what to change", default="",
+                          show_default=False, err=True)  # fmt: skip
+    return answer.strip() or None
 
 
 @click.command("list")
@@ -117,8 +148,17 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     Example:
         research status 3f2a9c1d
     """
-    job = client_of(ctx).get(job_id)
-    click.echo(display.to_json(display.job_dict(job)) if as_json else display.status_card(job))
+    client = client_of(ctx)
+    job = client.get(job_id)
+    turns = client.turns(job)
+    if as_json:
+        interactions = [{"kind": t.kind, "interaction_id": t.interaction_id, "created_at": t.created_at.isoformat()}
+                        for t in turns]  # fmt: skip
+        click.echo(display.to_json(display.job_dict(job) | {"interactions": interactions}))
+        return
+    click.echo(display.status_card(job))
+    for turn in turns if len(turns) > 1 else []:
+        click.echo(f"{'turn:':<16}{turn.kind} {turn.interaction_id} ({display.when(turn.created_at)})")
 
 
 @click.command()
@@ -132,13 +172,31 @@ def show(ctx: click.Context, job_id: str, raw: bool) -> None:
     Example:
         research show 3f2a9c1d
     """
-    job = client_of(ctx).get(job_id)
-    if not job.report_markdown:
-        raise Failure(f"job {job.short_id} has no report ({job.status}{': ' + job.error if job.error else ''})")
+    thread = client_of(ctx).thread(job_id)
+    job = thread[0]
     if raw:
+        if not job.report_markdown:
+            raise Failure(f"job {job.short_id} has no report ({job.status}{': ' + job.error if job.error else ''})")
         click.echo(job.report_markdown, nl=False)
-    else:
-        display.render_report(console(), job)
+        return
+    shown = [_show_one(item) for item in thread]
+    if not shown[0]:
+        raise Failure(f"job {job.short_id} has no report ({job.status}{': ' + job.error if job.error else ''})")
+
+
+def _show_one(job: Job) -> bool:
+    """The job's report, or its plan while that waits; False if it has neither yet."""
+    out = console()
+    where = f"follow-up of {job.parent_id[:8]} · " if job.parent_id else ""
+    if job.report_markdown:
+        display.render_markdown(out, job.report_markdown, f"{job.short_id} · {where}{job.status} · {job.report_path}")
+        return True
+    if job.plan_markdown:
+        display.render_markdown(out, job.plan_markdown, f"{job.short_id} · {where}research plan ({job.status})")
+        return True
+    if job.parent_id:
+        out.out(f"{job.short_id} · {where}{job.status}: {job.question}", highlight=False)
+    return False
 
 
 @click.command()

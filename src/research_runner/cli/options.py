@@ -90,9 +90,9 @@ def console(stderr: bool = False) -> Console:
 
 
 def finish(job: Job, as_json: bool) -> None:
-    """Print how a job ended; exit 1 unless it completed."""
+    """Print how a job ended; exit 1 unless it completed (or stopped with a plan for the user)."""
     from research_runner import display
 
     click.echo(display.to_json(display.job_dict(job)) if as_json else display.outcome_line(job))
-    if job.status != "completed":
+    if job.status not in ("completed", "plan_ready"):  # a plan waiting for the user is where --plan stops
         raise click.exceptions.Exit(1)
