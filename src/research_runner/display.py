@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
@@ -156,6 +155,8 @@ def render_report(console: Console, job: Job, plain: bool | None = None) -> None
         # Rich would turn links into terminal hyperlinks, which a pipe loses, and pad lines to the width.
         console.out(report_text(job), highlight=False, end="")
         return
+    from rich.markdown import Markdown  # markdown-it and pygments cost every other command ~30 ms
+
     assert job.report_markdown is not None
     console.print(Text(f"{job.short_id} · {job.status} · {job.report_path}", style="dim"))
     console.print(Markdown(report_body(job.report_markdown)))

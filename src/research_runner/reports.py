@@ -11,8 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from research_runner.models import Job
 from research_runner.snapshot import Citation, Snapshot
 
@@ -149,6 +147,8 @@ def _front_matter(job: Job, snapshot: Snapshot, title: str, finished_at: datetim
         "duration_seconds": round((finished_at - job.created_at).total_seconds(), 1),
         "usage": dict(snapshot.usage),
     }
+    import yaml  # only a finished job needs it; every command would pay ~15 ms to import it
+
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---"
 
 

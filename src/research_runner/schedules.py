@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -43,6 +42,8 @@ NAME_MAX_CHARS = 100
 
 def check_cron(expression: str) -> str:
     """The expression, normalised; InvalidInput if it is malformed or never fires (e.g. "0 9 30 2 *")."""
+    from croniter import croniter  # imported where cron is read: listing jobs has no use for it
+
     expression = " ".join(expression.split())
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
         raise InvalidInput(f'invalid cron expression {expression!r}; use five fields, e.g. "0 9 * * 1"')
@@ -116,11 +117,15 @@ def _expand_token(token: str, values: Mapping[str, str]) -> str:
 
 
 def next_after(cron: str, timezone: str, after: datetime) -> datetime:
+    from croniter import croniter
+
     local = after.astimezone(ZoneInfo(timezone))
     return croniter(cron, local).get_next(datetime).astimezone(after.tzinfo)  # type: ignore[no-any-return]
 
 
 def latest_due(cron: str, timezone: str, now: datetime) -> datetime:
+    from croniter import croniter
+
     local = now.astimezone(ZoneInfo(timezone))
     return croniter(cron, local).get_prev(datetime).astimezone(now.tzinfo)  # type: ignore[no-any-return]
 
