@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import delete, update
@@ -117,17 +117,37 @@ def _expand_token(token: str, values: Mapping[str, str]) -> str:
 
 
 def next_after(cron: str, timezone: str, after: datetime) -> datetime:
+    """The first firing after `after`, in its timezone.
+
+    When clocks go back, an hour's wall times happen twice. Like cron, a schedule at a fixed hour fires at the
+    first of the two only (a second paid run on the same day would be a surprise); one whose hour or minute is
+    `*` fires at both. Times skipped when clocks go forward fire at the first valid time after the gap.
+    """
     from croniter import croniter
 
-    local = after.astimezone(ZoneInfo(timezone))
-    return croniter(cron, local).get_next(datetime).astimezone(after.tzinfo)  # type: ignore[no-any-return]
+    zone, moment = ZoneInfo(timezone), after
+    while True:
+        moment = croniter(cron, moment.astimezone(zone)).get_next(datetime)
+        if not _second_pass(cron, moment, zone):
+            return moment.astimezone(after.tzinfo)
 
 
 def latest_due(cron: str, timezone: str, now: datetime) -> datetime:
+    """The last firing strictly before `now`, by the same rules as next_after."""
     from croniter import croniter
 
-    local = now.astimezone(ZoneInfo(timezone))
-    return croniter(cron, local).get_prev(datetime).astimezone(now.tzinfo)  # type: ignore[no-any-return]
+    zone, moment = ZoneInfo(timezone), now
+    while True:
+        moment = croniter(cron, moment.astimezone(zone)).get_prev(datetime)
+        if not _second_pass(cron, moment, zone):
+            return moment.astimezone(now.tzinfo)
+
+
+def _second_pass(cron: str, moment: datetime, zone: ZoneInfo) -> bool:
+    """True for the second occurrence of a repeated wall time, when the schedule's hour and minute are fixed."""
+    minute, hour = cron.split()[:2]
+    fixed = not minute.startswith("*") and not hour.startswith("*")
+    return fixed and moment.astimezone(UTC).astimezone(zone).fold == 1
 
 
 def expand(items: list[Item], due: datetime, timezone: str) -> list[Item]:
