@@ -76,9 +76,14 @@ def elapsed(job: Job) -> str:
     return duration_text(((job.finished_at or utcnow()) - job.created_at).total_seconds())
 
 
+def cut(text: str, limit: int) -> str:
+    """`text` if it has at most `limit` characters, else its start and "…" in `limit`: the one way text is cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def preview(text: str | None, limit: int) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    """`text` on one line (every run of whitespace one space), cut to `limit` characters."""
+    return cut(" ".join((text or "").split()), limit)
 
 
 def progress_line(job: Job) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from research_runner import batches, db
+from research_runner import batches, db, display
 from research_runner.batchfile import Item
 from research_runner.constants import IDEMPOTENCY_KEY_MAX_CHARS, MAX_QUESTION_CHARS
 from research_runner.exceptions import InvalidInput, JobNotFound
@@ -100,7 +100,7 @@ def check_expansion(template: str, question: str) -> None:
 
 
 def _quoted(question: str) -> str:
-    return repr(question if len(question) <= QUOTED_MAX_CHARS else question[: QUOTED_MAX_CHARS - 1] + "…")
+    return repr(display.cut(question, QUOTED_MAX_CHARS))
 
 
 def expand_question(question: str, values: Mapping[str, str]) -> str:
@@ -129,7 +129,7 @@ def next_after(cron: str, timezone: str, after: datetime) -> datetime:
     while True:
         moment = croniter(cron, moment.astimezone(zone)).get_next(datetime)
         if not _second_pass(cron, moment, zone):
-            return moment.astimezone(after.tzinfo)
+            return moment.astimezone(after.tzinfo)  # type: ignore[no-any-return]
 
 
 def latest_due(cron: str, timezone: str, now: datetime) -> datetime:
@@ -140,7 +140,7 @@ def latest_due(cron: str, timezone: str, now: datetime) -> datetime:
     while True:
         moment = croniter(cron, moment.astimezone(zone)).get_prev(datetime)
         if not _second_pass(cron, moment, zone):
-            return moment.astimezone(now.tzinfo)
+            return moment.astimezone(now.tzinfo)  # type: ignore[no-any-return]
 
 
 def _second_pass(cron: str, moment: datetime, zone: ZoneInfo) -> bool:

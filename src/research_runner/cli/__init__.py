@@ -23,7 +23,7 @@ from research_runner.exceptions import ResearchError
 # Command name → ("module:attribute" under research_runner.cli, imported on first use; its one-line help).
 # The help is written here too so that `research --help` imports no command module; tests/unit/test_cli_startup.py
 # checks each line still equals the command's own.
-COMMANDS = {
+COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("jobs:submit", "Queue a research question for the workers."),
     "run": ("jobs:run", "Research a question in this process, without broker or worker, and wait for the report."),
     "list": ("jobs:list_command", "List jobs, newest first."),
@@ -74,10 +74,11 @@ class ResearchGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The commands and their one-line help, from COMMANDS: listing them imports none of their modules."""
-        if not COMMANDS:
-            return
         limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
-        rows = [(name, click.utils.make_default_short_help(COMMANDS[name][1], limit)) for name in sorted(COMMANDS)]
+        # A bare Command cuts the help exactly as click cuts a real command's.
+        rows = [
+            (name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)) for name in sorted(COMMANDS)
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
