@@ -123,24 +123,23 @@ def next_after(cron: str, timezone: str, after: datetime) -> datetime:
     first of the two only (a second paid run on the same day would be a surprise); one whose hour or minute is
     `*` fires at both. Times skipped when clocks go forward fire at the first valid time after the gap.
     """
-    from croniter import croniter
-
-    zone, moment = ZoneInfo(timezone), after
-    while True:
-        moment = croniter(cron, moment.astimezone(zone)).get_next(datetime)
-        if not _second_pass(cron, moment, zone):
-            return moment.astimezone(after.tzinfo)  # type: ignore[no-any-return]
+    return _walk(cron, timezone, after, forward=True)
 
 
 def latest_due(cron: str, timezone: str, now: datetime) -> datetime:
     """The last firing strictly before `now`, by the same rules as next_after."""
-    from croniter import croniter
+    return _walk(cron, timezone, now, forward=False)
 
-    zone, moment = ZoneInfo(timezone), now
+
+def _walk(cron: str, timezone: str, start: datetime, forward: bool) -> datetime:
+    from croniter import croniter  # imported where cron is read: listing jobs has no use for it
+
+    zone, moment = ZoneInfo(timezone), start
     while True:
-        moment = croniter(cron, moment.astimezone(zone)).get_prev(datetime)
+        times = croniter(cron, moment.astimezone(zone))
+        moment = times.get_next(datetime) if forward else times.get_prev(datetime)
         if not _second_pass(cron, moment, zone):
-            return moment.astimezone(now.tzinfo)  # type: ignore[no-any-return]
+            return moment.astimezone(start.tzinfo)  # type: ignore[no-any-return]
 
 
 def _second_pass(cron: str, moment: datetime, zone: ZoneInfo) -> bool:
