@@ -35,6 +35,19 @@ FAST_POLICY = {
 }
 
 
+UNIT_TESTS = Path(__file__).parent / "unit"
+CHAOS_TESTS = Path(__file__).parent / "test_chaos.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs services: `pytest tests/unit` or `-m "not integration"` runs the rest in seconds."""
+    for item in items:
+        if not item.path.is_relative_to(UNIT_TESTS):
+            item.add_marker(pytest.mark.integration)
+        if item.path == CHAOS_TESTS:
+            item.add_marker(pytest.mark.chaos)
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.1) -> Any:
     """Poll `condition` until it returns something truthy or the deadline passes."""
     return poll_until(condition, timeout=timeout, interval=interval, message=message)

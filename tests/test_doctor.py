@@ -68,7 +68,7 @@ def test_a_stopped_redis_fails_the_broker_check_with_a_fix(runner_env: dict[str,
     assert result.exit_code == 1, result.output
     lines = by_check(result)
     assert list(lines) == CHECKS
-    assert lines["broker"].startswith(f"FAIL broker: cannot connect to redis://127.0.0.1:{port}/0 (")
+    assert lines["broker"].startswith(f"FAIL broker: cannot reach the broker at redis://127.0.0.1:{port}/0 (")
     assert lines["broker"].endswith("; fix: start the broker (e.g. `redis-server`) or correct RESEARCH_BROKER_URL")
     assert lines["worker"].startswith("skip worker: the broker cannot be reached")
     assert lines["api"].startswith("ok") and not lines["database"].startswith("FAIL")  # a new SQLite file: warn

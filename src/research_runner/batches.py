@@ -228,8 +228,7 @@ def first_paragraph(markdown: str) -> str:
     for block in re.split(r"\n\s*\n", display.report_body(markdown)):
         text = block.strip()
         if text and not text.startswith(("#", ">", "-", "*", "|", "1.")):
-            flat = reports.one_line(text)
-            return flat if len(flat) <= PARAGRAPH_PREVIEW else flat[: PARAGRAPH_PREVIEW - 1] + "…"
+            return display.preview(text, PARAGRAPH_PREVIEW)
     return ""
 
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
 
@@ -93,9 +92,14 @@ def elapsed(job: Job) -> str:
     return duration_text(((job.finished_at or utcnow()) - job.created_at).total_seconds())
 
 
+def cut(text: str, limit: int) -> str:
+    """`text` if it has at most `limit` characters, else its start and "…" in `limit`: the one way text is cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def preview(text: str | None, limit: int) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    """`text` on one line (every run of whitespace one space), cut to `limit` characters."""
+    return cut(" ".join((text or "").split()), limit)
 
 
 def progress_line(job: Job) -> str:
@@ -186,6 +190,8 @@ def render_markdown(console: Console, markdown: str, header: str, plain: bool | 
     if plain if plain is not None else not console.is_terminal:
         console.out(f"{header}\n\n{report_body(markdown).rstrip()}\n", highlight=False, end="")
         return
+    from rich.markdown import Markdown  # markdown-it and pygments cost every other command ~30 ms
+
     console.print(Text(header, style="dim"))
     console.print(Markdown(report_body(markdown)))
 
@@ -198,6 +204,8 @@ def render_report(console: Console, job: Job, plain: bool | None = None) -> None
         # Rich would turn links into terminal hyperlinks, which a pipe loses, and pad lines to the width.
         console.out(report_text(job), highlight=False, end="")
         return
+    from rich.markdown import Markdown  # markdown-it and pygments cost every other command ~30 ms
+
     assert job.report_markdown is not None
     console.print(Text(f"{job.short_id} · {job.status} · {job.report_path}", style="dim"))
     console.print(Markdown(report_body(job.report_markdown)))

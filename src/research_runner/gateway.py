@@ -33,6 +33,8 @@ STREAM_RECONNECTS = 5
 STREAM_BACKOFF_MAX = 5.0
 # An interaction id that cannot exist: asking for it costs nothing and shows whether the API accepts the key.
 PROBE_INTERACTION_ID = "research-runner-doctor-probe"
+# The SDK's error event, and the name Google's docs table gives it (which the SDK parses as an Unknown event).
+ERROR_EVENTS = frozenset({"error", "interaction.error"})
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class StreamEvent:
 
     @property
     def terminal(self) -> bool:
-        return self.kind in ("interaction.completed", "error") or self.status in REMOTE_TERMINAL
+        return self.kind == "interaction.completed" or self.kind in ERROR_EVENTS or self.status in REMOTE_TERMINAL
 
 
 class Gateway:
@@ -146,7 +148,14 @@ class Gateway:
 
 
 def stream_event(event: Any) -> StreamEvent:
-    """Reduce one SDK stream event (a typed model) to a StreamEvent."""
+    """Reduce one SDK stream event (a typed model) to a StreamEvent.
+
+    Google's docs name the thought delta `thought` and the error event `interaction.error`; the SDK parses those
+    as Unknown models that keep the JSON in `raw`, so both spellings are read.
+    """
+    raw = _unknown_raw(event)
+    if raw is not None:
+        return _from_raw(raw)
     kind = str(getattr(event, "event_type", "") or "")
     event_id = getattr(event, "event_id", None)
     base = StreamEvent(event_id=str(event_id) if event_id else None, kind=kind)
@@ -154,8 +163,8 @@ def stream_event(event: Any) -> StreamEvent:
         return _with(base, status=getattr(event, "status", None))
     if kind in ("interaction.created", "interaction.completed"):
         return _with(base, status=getattr(getattr(event, "interaction", None), "status", None))
-    if kind == "step.delta" and getattr(event.delta, "type", None) == "thought_summary":
-        return _with(base, thought=getattr(getattr(event.delta, "content", None), "text", None))
+    if kind == "step.delta":
+        return _with(base, thought=_delta_thought(event.delta))
     if kind == "step.start" and getattr(event.step, "type", None) == "thought":
         # Some streams carry whole thought steps with their summary instead of deltas.
         parts = [getattr(block, "text", None) for block in getattr(event.step, "summary", None) or []]
@@ -164,6 +173,32 @@ def stream_event(event: Any) -> StreamEvent:
         error = getattr(event, "error", None)
         return _with(base, error=f"{getattr(error, 'code', 'error')}: {getattr(error, 'message', '')}")
     return base
+
+
+def _unknown_raw(model: Any) -> dict[str, Any] | None:
+    """The JSON of a model the SDK did not recognise, or None for a known one."""
+    raw = getattr(model, "raw", None)
+    return raw if getattr(model, "is_unknown", False) is True and isinstance(raw, dict) else None
+
+
+def _from_raw(raw: dict[str, Any]) -> StreamEvent:
+    event_id = raw.get("event_id")
+    base = StreamEvent(event_id=str(event_id) if event_id else None, kind=str(raw.get("event_type") or ""))
+    if base.kind not in ERROR_EVENTS:
+        return base
+    error = raw.get("error") if isinstance(raw.get("error"), dict) else {}
+    return _with(base, error=f"{(error or {}).get('code', 'error')}: {(error or {}).get('message', '')}")
+
+
+def _delta_thought(delta: Any) -> Any:
+    raw = _unknown_raw(delta)
+    if raw is None:
+        is_summary = getattr(delta, "type", None) == "thought_summary"
+        return getattr(getattr(delta, "content", None), "text", None) if is_summary else None
+    if raw.get("type") != "thought":
+        return None
+    content = raw.get("content")
+    return content.get("text") if isinstance(content, dict) else None
 
 
 def _with(event: StreamEvent, status: Any = None, thought: Any = None, error: Any = None) -> StreamEvent:

@@ -13,8 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from research_runner import charts
 from research_runner.models import Job
 from research_runner.snapshot import Citation, Image, Snapshot
@@ -187,6 +185,8 @@ def _front_matter(
         meta["figures_skipped"] = sum(1 for chart in found if chart.note)
     if job.files:
         meta["files"] = json.loads(job.files)
+    import yaml  # only a finished job needs it; every command would pay ~15 ms to import it
+
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000) + "---"
 
 

@@ -11,15 +11,14 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from research_runner import batches, db
+from research_runner import batches, db, display
 from research_runner.batchfile import Item
 from research_runner.constants import IDEMPOTENCY_KEY_MAX_CHARS, MAX_QUESTION_CHARS
 from research_runner.exceptions import InvalidInput, JobNotFound
@@ -43,6 +42,8 @@ NAME_MAX_CHARS = 100
 
 def check_cron(expression: str) -> str:
     """The expression, normalised; InvalidInput if it is malformed or never fires (e.g. "0 9 30 2 *")."""
+    from croniter import croniter  # imported where cron is read: listing jobs has no use for it
+
     expression = " ".join(expression.split())
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
         raise InvalidInput(f'invalid cron expression {expression!r}; use five fields, e.g. "0 9 * * 1"')
@@ -99,7 +100,7 @@ def check_expansion(template: str, question: str) -> None:
 
 
 def _quoted(question: str) -> str:
-    return repr(question if len(question) <= QUOTED_MAX_CHARS else question[: QUOTED_MAX_CHARS - 1] + "…")
+    return repr(display.cut(question, QUOTED_MAX_CHARS))
 
 
 def expand_question(question: str, values: Mapping[str, str]) -> str:
@@ -116,13 +117,36 @@ def _expand_token(token: str, values: Mapping[str, str]) -> str:
 
 
 def next_after(cron: str, timezone: str, after: datetime) -> datetime:
-    local = after.astimezone(ZoneInfo(timezone))
-    return croniter(cron, local).get_next(datetime).astimezone(after.tzinfo)  # type: ignore[no-any-return]
+    """The first firing after `after`, in its timezone.
+
+    When clocks go back, an hour's wall times happen twice. Like cron, a schedule at a fixed hour fires at the
+    first of the two only (a second paid run on the same day would be a surprise); one whose hour or minute is
+    `*` fires at both. Times skipped when clocks go forward fire at the first valid time after the gap.
+    """
+    return _walk(cron, timezone, after, forward=True)
 
 
 def latest_due(cron: str, timezone: str, now: datetime) -> datetime:
-    local = now.astimezone(ZoneInfo(timezone))
-    return croniter(cron, local).get_prev(datetime).astimezone(now.tzinfo)  # type: ignore[no-any-return]
+    """The last firing strictly before `now`, by the same rules as next_after."""
+    return _walk(cron, timezone, now, forward=False)
+
+
+def _walk(cron: str, timezone: str, start: datetime, forward: bool) -> datetime:
+    from croniter import croniter  # imported where cron is read: listing jobs has no use for it
+
+    zone, moment = ZoneInfo(timezone), start
+    while True:
+        times = croniter(cron, moment.astimezone(zone))
+        moment = times.get_next(datetime) if forward else times.get_prev(datetime)
+        if not _second_pass(cron, moment, zone):
+            return moment.astimezone(start.tzinfo)  # type: ignore[no-any-return]
+
+
+def _second_pass(cron: str, moment: datetime, zone: ZoneInfo) -> bool:
+    """True for the second occurrence of a repeated wall time, when the schedule's hour and minute are fixed."""
+    minute, hour = cron.split()[:2]
+    fixed = not minute.startswith("*") and not hour.startswith("*")
+    return fixed and moment.astimezone(UTC).astimezone(zone).fold == 1
 
 
 def expand(items: list[Item], due: datetime, timezone: str) -> list[Item]:

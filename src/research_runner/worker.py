@@ -17,7 +17,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError as BrokerError
 
-from research_runner import beat, db, lifecycle, store
+from research_runner import beat, db, display, lifecycle, store
 from research_runner.exceptions import ServiceUnavailable
 from research_runner.models import ENDED_STATUSES, REMOTE_RUNNING, Job, JobStatus
 from research_runner.settings import Settings, redact_url
@@ -173,8 +173,7 @@ def task_label(jobs: list[tuple[str, str]]) -> str:
 
 
 def _label(job_id: str, question: str) -> tuple[str, str]:
-    start = " ".join(question.split())
-    return job_id, start if len(start) <= TASK_LABEL_CHARS else start[: TASK_LABEL_CHARS - 1] + "…"
+    return job_id, display.preview(question, TASK_LABEL_CHARS)
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -20,30 +20,50 @@ import click
 from research_runner.cli.options import BadUsage, Failure, connection_options
 from research_runner.exceptions import ResearchError
 
-# Command name → "module:attribute" under research_runner.cli, imported on first use.
-COMMANDS = {
-    "submit": "jobs:submit",
-    "run": "jobs:run",
-    "list": "jobs:list_command",
-    "status": "jobs:status",
-    "show": "jobs:show",
-    "cancel": "jobs:cancel",
-    "retry": "jobs:retry",
-    "watch": "jobs:watch_command",
-    "approve": "threads:approve",
-    "revise": "threads:revise",
-    "ask": "threads:ask",
-    "usage": "usage:usage",
-    "delete": "usage:delete",
-    "purge": "usage:purge",
-    "batch": "batches:batch_group",
-    "schedule": "schedules:schedule_group",
-    "scheduler": "schedules:scheduler_command",
-    "worker": "ops:worker",
-    "flower": "ops:flower_command",
-    "doctor": "ops:doctor_command",
-    "db": "ops:db_group",
-    "emulator": "ops:emulator_command",
+# Command name → ("module:attribute" under research_runner.cli, imported on first use; its one-line help).
+# The help is written here too so that `research --help` imports no command module; tests/unit/test_cli_startup.py
+# checks each line still equals the command's own.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "submit": ("jobs:submit", "Queue a research question for the workers."),
+    "run": ("jobs:run", "Research a question in this process, without broker or worker, and wait for the report."),
+    "list": ("jobs:list_command", "List jobs, newest first."),
+    "status": ("jobs:status", "Show one job's status and details."),
+    "show": ("jobs:show", "Render a job's report in the terminal."),
+    "cancel": (
+        "jobs:cancel",
+        "Cancel a job that has not ended, or stop the interaction of one waiting for your decision.",
+    ),
+    "retry": ("jobs:retry", "Start a new job for one that ended without completing."),
+    "watch": (
+        "jobs:watch_command",
+        "Show the running jobs live, or follow one job's thought summaries as the API streams them.",
+    ),
+    "approve": ("threads:approve", "Approve a job's research plan; the same job then runs the research."),
+    "revise": ("threads:revise", "Ask the agent for a different research plan."),
+    "ask": ("threads:ask", "Ask a follow-up question on a completed job; it runs in the background as its own job."),
+    "usage": ("usage:usage", "Total jobs, tokens, searches and estimated cost per day and agent."),
+    "delete": (
+        "usage:delete",
+        "Delete a finished job's interactions at Google, its local report, or both (the default).",
+    ),
+    "purge": ("usage:purge", "Delete what jobs that ended longer ago than AGE left behind."),
+    "batch": ("batches:batch_group", "Submit a file of questions as one batch, and follow it."),
+    "schedule": ("schedules:schedule_group", "Manage cron schedules whose every firing creates a batch."),
+    "scheduler": (
+        "schedules:scheduler_command",
+        "Run Celery beat: the dispatch tick that polls due jobs and fires due schedules.",
+    ),
+    "worker": ("ops:worker", "Start a Celery worker that creates, polls and stores research jobs."),
+    "flower": (
+        "ops:flower_command",
+        "Serve Flower, Celery's web monitor, for the research tasks on the configured broker.",
+    ),
+    "doctor": (
+        "ops:doctor_command",
+        "Check settings, broker, database, API key and API, reports folder and workers, one line each.",
+    ),
+    "db": ("ops:db_group", "Manage the database schema."),
+    "emulator": ("ops:emulator_command", "Run a local emulator of the Gemini Interactions API."),
 }
 
 
@@ -56,10 +76,20 @@ class ResearchGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:
             return None
-        module, attribute = COMMANDS[cmd_name].split(":")
+        module, attribute = COMMANDS[cmd_name][0].split(":")
         command = getattr(importlib.import_module(f"research_runner.cli.{module}"), attribute)
         assert isinstance(command, click.Command)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands and their one-line help, from COMMANDS: listing them imports none of their modules."""
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        # A bare Command cuts the help exactly as click cuts a real command's.
+        rows = [
+            (name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)) for name in sorted(COMMANDS)
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
