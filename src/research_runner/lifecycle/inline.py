@@ -1,0 +1,73 @@
+"""A job run in this process, without broker or worker: `research run` and Client.run."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from research_runner import store
+from research_runner.lifecycle.steps import advance
+from research_runner.lifecycle.user import WAIT_TICK, reload
+from research_runner.models import (
+    ACTIVE_STATUSES,
+    Job,
+    utcnow,
+)
+from research_runner.settings import Settings
+
+if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
+    from research_runner.gateway import Gateway
+
+
+Progress = Callable[[Job], None]
+
+
+def _hold(settings: Settings, job: Job) -> None:
+    """Keep a worker's dispatcher away from a job this process runs; if the process dies, the lease lapses."""
+    assert job.next_poll_at is not None
+    until = job.next_poll_at + timedelta(seconds=settings.lease_seconds)
+    if job.lease_until is None or job.lease_until < until:
+        store.transition(settings, job.id, [job.status], lease_until=until)
+
+
+def run_inline(settings: Settings, job_id: str, gateway: Gateway, progress: Progress) -> Job:
+    """Process a job in this process, without broker or worker: the no-server path."""
+    while True:
+        job = reload(settings, job_id)
+        progress(job)
+        if job.status not in ACTIVE_STATUSES:
+            return job
+        if job.next_poll_at is None or job.next_poll_at <= utcnow():
+            advance(settings, gateway, job_id)
+            continue
+        _hold(settings, job)
+        time.sleep(min(WAIT_TICK, max(0.0, (job.next_poll_at - utcnow()).total_seconds())))
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while a job runs in this process: handled exactly like Ctrl-C."""
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt while a job runs in this process, so that being killed
+    politely leaves the job in a true state, as Ctrl-C does (signals can only be handled in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    wanted = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, interrupt) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
