@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from research_runner import ratelimit, reports, store
+from research_runner import ratelimit, reports, store, webhooks
 from research_runner.constants import JOB_LABEL
 from research_runner.exceptions import (
     CreateOutcomeUnknown,
@@ -85,6 +85,7 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
             job.next_input or job.question, job.agent, job.id,
             agent_config=json.loads(job.agent_config) if job.agent_config else None,
             previous_interaction_id=job.previous_interaction_id,
+            webhook_config=webhooks.webhook_config(settings, job.id),
         )  # fmt: skip
     except RetryableError as exc:
         _honour_retry_after(settings, exc)
@@ -110,7 +111,7 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
             interaction_id=interaction_id,
             api_endpoint=gateway.endpoint,
             submitted_at=now,
-            next_poll_at=now + timedelta(seconds=backoff_delay(settings, 0)),
+            next_poll_at=now + timedelta(seconds=webhooks.running_poll_delay(settings, 0, backoff_delay)),
             lease_until=None,
             error=None,
         ):
@@ -281,7 +282,8 @@ def record(settings: Settings, job: Job, snapshot: Snapshot, pending: list[dict[
     if snapshot.status in REMOTE_TERMINAL:
         finish(settings, job, snapshot)
     elif snapshot.status in REMOTE_RUNNING:
-        values = _next_poll(job, backoff_delay(settings, job.poll_count), snapshot=snapshot)
+        delay = webhooks.running_poll_delay(settings, job.poll_count, backoff_delay)
+        values = _next_poll(job, delay, snapshot=snapshot)
         if pending is None:
             store.transition(settings, job.id, [JobStatus.RUNNING], **values)
         else:

@@ -38,6 +38,7 @@ COMMANDS = {
     "doctor": "ops:doctor_command",
     "db": "ops:db_group",
     "emulator": "ops:emulator_command",
+    "webhooks": "webhooks:webhooks_group",
 }
 
 
