@@ -279,9 +279,20 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, announce: Callable[[str], None] = print) -> None:
+    """Serve until SIGINT/SIGTERM; `announce` gets the listening URL (port 0 picks a free port)."""
+    import socket
+
     import uvicorn
 
     db.ensure_schema(settings)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    bound_host, bound_port = sock.getsockname()[:2]
+    announce(f"Webhook receiver listening on http://{bound_host}:{bound_port}/webhooks")
     # No access log: it would add nothing the rejection lines do not say, and cost throughput.
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info", lifespan="off")
+    config = uvicorn.Config(create_app(settings), access_log=False, log_level="info", lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])

@@ -6,6 +6,7 @@ into the database's webhook_secrets table, where every receiver reads it, and is
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 import click
@@ -43,7 +44,15 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from research_runner import webhooks
 
     settings = client_of(ctx).db
-    webhooks.serve(settings, host or settings.webhook_host, settings.webhook_port if port is None else port)
+    try:
+        webhooks.serve(
+            settings,
+            host or settings.webhook_host,
+            settings.webhook_port if port is None else port,
+            announce=_announce,
+        )
+    except OSError as exc:
+        raise InvalidInput(f"cannot listen on {host or settings.webhook_host}:{port}: {exc.strerror or exc}") from None
 
 
 @webhooks_group.command("register")
@@ -151,6 +160,11 @@ def ping(ctx: click.Context, webhook_id: str) -> None:
     """
     client_of(ctx).gateway().ping_webhook(webhook_id)
     click.echo(f"Ping requested for webhook {webhook_id}.")
+
+
+def _announce(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()  # a supervisor or test reads the URL while the server runs
 
 
 def _show(hook: dict[str, object], as_json: bool, line: str) -> None:
