@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlmodel import select
 from webhook_support import SECRET, RunningReceiver, event, post, running_job, signed_headers
 
@@ -161,3 +162,23 @@ def test_jwt_deliveries_from_the_emulator_and_a_rotated_key(
     wait_for(lambda: is_due(settings, second.id), 15, "the delivery signed with the new key")
     assert receiver.receiver.jwks.fetches == 2  # the unknown key id fetched the key set again
     assert {d.outcome for d in deliveries(settings)} == {"due"}
+
+
+def test_doctor_checks_the_receiver_and_a_signed_ping_end_to_end(
+    settings: Settings, receiver: RunningReceiver, emulator: Any
+) -> None:
+    from research_runner.webhook_doctor import webhook_checks
+
+    client = emulator.client()
+    hook = client.webhooks.create(uri=receiver.url, subscribed_events=["interaction.completed"])
+    webhooks.forget_secrets(settings, "hook-1")
+    webhooks.save_secret(settings, str(hook.id), receiver.url, str(hook.new_signing_secret))
+    api = settings.model_copy(update={"webhook_url": receiver.url, "gemini_base_url": emulator.url,
+                                      "api_key": SecretStr("test-key")})  # fmt: skip
+    checks = list(webhook_checks(api))
+    assert [(c.name, c.state) for c in checks] == [
+        ("webhook receiver", "ok"),
+        ("webhook secrets", "ok"),
+        (f"webhook {hook.id} ping", "ok"),
+    ], [c.line() for c in checks]
+    assert str(hook.new_signing_secret) not in " ".join(c.line() for c in checks)
