@@ -26,7 +26,7 @@ REQUIRED = {
 # Secrets without a default: compose must refuse to start without them (`${VAR:?message}`).
 MUST_BE_GIVEN = {"GEMINI_API_KEY", "RESEARCH_FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD"}
 # The services that run research-runner itself (the emulator shares the image but is another program).
-RUNNER_SERVICES = {"migrate", "worker", "scheduler", "flower"}
+RUNNER_SERVICES = {"migrate", "worker", "scheduler", "flower", "webhooks"}
 ENV_EXAMPLE = (ROOT / ".env.example").read_text()
 # `NAME=value` lines, and `# NAME=value` ones (documented defaults, commented out).
 EXAMPLE_VALUES = dict(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE, re.MULTILINE))
@@ -165,3 +165,4 @@ def test_the_healthchecks_ask_the_right_thing() -> None:
     assert "ensure_connection" in SERVICES["scheduler"]["healthcheck"]["test"][3]
     assert "http://127.0.0.1:5555/healthcheck" in SERVICES["flower"]["healthcheck"]["test"][3]
     assert "http://127.0.0.1:8765/_emulator/health" in SERVICES["emulator"]["healthcheck"]["test"][3]
+    assert "http://127.0.0.1:8780/health" in SERVICES["webhooks"]["healthcheck"]["test"][3]

@@ -28,7 +28,7 @@ def job_columns(url: str) -> set[str]:
 
 def test_sqlite_schema_matches_the_models(tmp_path: Path) -> None:
     settings = load_settings(data_dir=str(tmp_path))
-    assert db.upgrade(settings) == (None, "0005")
+    assert db.upgrade(settings) == (None, "0006")
     assert differences(settings.database_url) == []
     assert "batch_position" in job_columns(settings.database_url)
 

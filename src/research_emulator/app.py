@@ -17,12 +17,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .delivery import FAULT_NAMES, Deliverer
 from .events import DONE, KEEPALIVE, build_events
 from .faults import Fault
 from .inputs import MAX_REQUEST_BYTES
 from .lifecycle import Interaction, dumps
 from .settings import EmulatorSettings, SettingsError, validate_faults
 from .store import ApiError, Store, bad_request, parse_create
+from .webhooks import Registry, loads, parse_webhook_config
 
 VERSIONS = frozenset({"v1", "v1beta"})
 _FAULT_ERRORS = {
@@ -113,6 +115,9 @@ class EmulatorApp:
         self._startup_knobs = (settings.retry_after, settings.slow_delay)
         key = settings.api_key.get_secret_value() if settings.api_key else None
         self._key = key.encode() if key else None
+        # Webhooks (webhooks.py, delivery.py): the resource the SDK manages, and pushes of interactions' ends.
+        self.deliverer = Deliverer(settings.seed)
+        self.registry = Registry(self.deliverer)
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _authorised(self, request: Request) -> bool:
@@ -177,7 +182,10 @@ class EmulatorApp:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise bad_request("request body is not valid JSON") from None
         req = parse_create(body)
+        webhook_config = parse_webhook_config(body.get("webhook_config"))
         it = self.store.create(req)
+        if webhook_config or self.registry.hooks:
+            self.deliverer.watch(it, webhook_config)
         if req.stream:
             return self._stream(it, 0, fault)
         return json_response(it.resource_bytes(it.elapsed(time.monotonic())))
@@ -207,6 +215,7 @@ class EmulatorApp:
             # requires_action counts as ended here: the emulator never resumes such an interaction.
             raise bad_request(f"interaction {it.id!r} is already {status} and cannot be cancelled")
         it.cancelled_at = t
+        self.deliverer.poke(it)  # its end moved: deliver `interaction.cancelled` now
         return json_response(it.resource_bytes(t))
 
     async def delete(self, request: Request) -> Response:
@@ -250,6 +259,8 @@ class EmulatorApp:
     async def reset(self, request: Request) -> Response:
         self.settings.retry_after, self.settings.slow_delay = self._startup_knobs
         self.store.reset()
+        self.deliverer.reset()
+        self.registry.reset()
         return json_response({"reset": True})
 
     async def faults(self, request: Request) -> Response:
@@ -295,6 +306,60 @@ class EmulatorApp:
                 "deleted": it.deleted,
             }
         )
+
+    # ---- webhooks resource (webhooks.py) and its admin surface ------------------------------------------
+    async def webhooks(self, request: Request) -> Response:
+        """`/{version}/webhooks[/{id}[:ping|:rotateSigningSecret]]`, every method the SDK's client.webhooks uses."""
+        if request.path_params.get("version") not in VERSIONS:
+            return error_response(404, "not_found", "unknown API version")
+        if not self._authorised(request):
+            return error_response(401, "unauthenticated", "missing or invalid API key (x-goog-api-key)")
+        try:
+            return json_response(await self._webhook_call(request))
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message)
+
+    async def _webhook_call(self, request: Request) -> dict[str, Any]:
+        hook_id, _, verb = request.path_params.get("name", "").partition(":")
+        method, params, registry = request.method, request.query_params, self.registry
+        if not hook_id:
+            if method == "POST":
+                return registry.create(loads(await request.body()))
+            return registry.list(params.get("page_size"), params.get("page_token"))
+        if verb == "ping" and method == "POST":
+            return registry.ping(hook_id)
+        if verb == "rotateSigningSecret" and method == "POST":
+            return registry.rotate(hook_id, loads(await request.body()))
+        if verb:
+            raise ApiError(404, "not_found", f"unknown method {verb!r}")
+        if method == "PATCH":
+            return registry.update(hook_id, loads(await request.body()), params.get("update_mask"))
+        if method == "DELETE":
+            return registry.delete(hook_id)
+        return registry.get(hook_id).resource()
+
+    async def jwks(self, request: Request) -> Response:
+        return json_response(self.deliverer.keyring.jwks())
+
+    async def rotate_jwks(self, request: Request) -> Response:
+        return json_response({"kid": self.deliverer.keyring.rotate()})
+
+    async def webhook_faults(self, request: Request) -> Response:
+        policy = self.deliverer.policy
+        if request.method == "PUT":
+            try:
+                body = json.loads(await request.body() or b"{}")
+                for name in ("retry_initial", "retry_max", "give_up_after", "delay_seconds"):
+                    setattr(policy, name, float(body.pop(name, getattr(policy, name))))
+                if set(body) - set(FAULT_NAMES) or not all(0 <= float(v) <= 1 for v in body.values()):
+                    raise ValueError(f"fault rates must be between 0 and 1, for: {', '.join(FAULT_NAMES)}")
+                policy.rates = {k: float(v) for k, v in body.items()}
+            except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+                return error_response(400, "invalid_request", str(exc).splitlines()[0])
+        return json_response(vars(policy))
+
+    async def webhook_stats(self, request: Request) -> Response:
+        return json_response(self.deliverer.stats())
 
     async def health(self, request: Request) -> Response:
         return json_response(b'{"ok":true}')
@@ -342,6 +407,12 @@ def create_app(settings: EmulatorSettings) -> Starlette:
         Route("/_emulator/faults", emulator.faults, methods=["GET", "PUT"]),
         Route("/_emulator/interactions/{id}", emulator.describe, methods=["GET"]),
         Route("/_emulator/health", emulator.health, methods=["GET"]),
+        Route("/_emulator/jwks.json", emulator.jwks, methods=["GET"]),
+        Route("/_emulator/jwks/rotate", emulator.rotate_jwks, methods=["POST"]),
+        Route("/_emulator/webhook-faults", emulator.webhook_faults, methods=["GET", "PUT"]),
+        Route("/_emulator/webhook-deliveries", emulator.webhook_stats, methods=["GET"]),
+        Route("/{version}/webhooks", emulator.webhooks, methods=["GET", "POST"]),
+        Route("/{version}/webhooks/{name}", emulator.webhooks, methods=["GET", "POST", "PATCH", "DELETE"]),
         Route("/{version}/interactions", emulator.create, methods=["POST"]),
         Route("/{version}/interactions/{id}", emulator.get, methods=["GET"]),
         Route("/{version}/interactions/{id}", emulator.delete, methods=["DELETE"]),

@@ -58,6 +58,9 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     yield check_api(settings) if not key.failed else Check("api", SKIP, "no API key to try it with")
     yield check_reports(settings)
     yield check_worker(settings, app, broker_ok=not broker.failed)
+    from research_runner.webhook_doctor import webhook_checks
+
+    yield from webhook_checks(settings)
 
 
 def check_settings(settings: Settings) -> Check:

@@ -64,11 +64,14 @@ class Gateway:
     def create(
         self, question: str | list[dict[str, Any]], agent: str, job_id: str, *,
         agent_config: dict[str, Any] | None = None, previous_interaction_id: str | None = None,
+        webhook_config: dict[str, Any] | None = None,
     ) -> str:  # fmt: skip
         """Start a background research; returns the interaction id."""
         extra: dict[str, Any] = {"agent_config": agent_config} if agent_config else {}
         if previous_interaction_id:
             extra["previous_interaction_id"] = previous_interaction_id
+        if webhook_config:
+            extra["webhook_config"] = webhook_config
         try:
             interaction = self._create_client.interactions.create(
                 agent=agent, input=question, background=True, labels={JOB_LABEL: job_id}, **extra
@@ -145,6 +148,45 @@ class Gateway:
             return snapshot_from_json(raw.json())
         except sdk_errors.GeminiNextGenAPIClientError as exc:
             raise classify_error(exc) from exc
+
+    # ---- static webhooks (SDK `client.webhooks`): management calls, safe to repeat except create ----------
+    def create_webhook(self, uri: str, events: list[str], name: str | None = None) -> dict[str, Any]:
+        """Register a project webhook; the result holds `new_signing_secret`, which the API shows only here."""
+        return self._webhook_call(self._create_client.webhooks.create, uri=uri, subscribed_events=events, name=name)
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        listed = self._webhook_call(self._read_client.webhooks.list)
+        return list(listed.get("webhooks") or [])
+
+    def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        return self._webhook_call(self._read_client.webhooks.get, webhook_id)
+
+    def update_webhook(self, webhook_id: str, **fields: Any) -> dict[str, Any]:
+        return self._webhook_call(self._read_client.webhooks.update, webhook_id, **fields)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._webhook_call(self._read_client.webhooks.delete, webhook_id)
+
+    def rotate_webhook_secret(self, webhook_id: str, revoke_now: bool = False) -> str:
+        """A new signing secret; the previous ones stay valid for 24 h unless `revoke_now`."""
+        behavior = "revoke_previous_secrets_immediately" if revoke_now else "revoke_previous_secrets_after_h24"
+        rotated = self._webhook_call(
+            self._create_client.webhooks.rotate_signing_secret, webhook_id, revocation_behavior=behavior
+        )
+        if not rotated.get("secret"):
+            raise PermanentError("the API rotated the webhook's secret but returned no new secret")
+        return str(rotated["secret"])
+
+    def ping_webhook(self, webhook_id: str) -> None:
+        self._webhook_call(self._read_client.webhooks.ping, webhook_id)
+
+    def _webhook_call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            result = method(*args, **{k: v for k, v in kwargs.items() if v is not None})
+        except sdk_errors.GeminiNextGenAPIClientError as exc:
+            raise classify_error(exc) from exc
+        dumped = result.model_dump(mode="json", exclude_none=True) if hasattr(result, "model_dump") else {}
+        return dict(dumped)
 
 
 def stream_event(event: Any) -> StreamEvent:

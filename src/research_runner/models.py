@@ -227,3 +227,30 @@ class Figure(SQLModel, table=True):
     data: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     path: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """A verified webhook delivery, kept once per `webhook-id` so retries and duplicates are recognised."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: str = Field(primary_key=True, max_length=255)
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    event_type: str | None = Field(default=None, max_length=64)
+    interaction_id: str | None = Field(default=None, max_length=255)
+    job_id: str | None = Field(default=None, max_length=32)
+    outcome: str = Field(max_length=16)  # due (a poll was made due), ignored (unknown or ended job)
+
+
+class WebhookSecret(SQLModel, table=True):
+    """A static webhook's signing secret (`whsec_...`), shared by every receiver through the database."""
+
+    __tablename__ = "webhook_secrets"
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_name: str = Field(max_length=255, index=True)  # the API's webhook id
+    uri: str = Field(sa_column=Column(Text, nullable=False))
+    secret: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    # A rotated-out secret still verifies until then (the API signs with both for a while); None: current.
+    expires_at: datetime | None = _when()

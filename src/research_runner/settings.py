@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     api_requests_per_minute: int = Field(default=0, ge=0)
     # `user:password` (several separated by commas) for `research flower`; never put on a command line.
     flower_basic_auth: SecretStr | None = None
+    # Webhooks: the receiver's public URL. Set, every create asks the API to push the interaction's end there,
+    # and polling becomes a safety net every `webhook_poll_interval` seconds.
+    webhook_url: str | None = None
+    # Send `uris` in each create's webhook_config (per-request webhooks, RS256 JWTs); off, only the job id
+    # travels in `user_metadata` and the project's registered webhooks (HMAC) deliver.
+    webhook_dynamic: bool = True
+    webhook_poll_interval: float = Field(default=600.0, gt=0)
+    # Where the public keys of per-request (JWT) deliveries are published; unset, JWT deliveries are refused.
+    webhook_jwks_url: str | None = None
+    webhook_tolerance: float = Field(default=300.0, gt=0)  # seconds a delivery's timestamp may be off
+    webhook_max_body: int = Field(default=262_144, gt=0)  # bytes; larger deliveries get 413 unread
+    webhook_host: str = "127.0.0.1"  # where `research webhooks serve` listens
+    webhook_port: int = Field(default=8780, ge=0, le=65535)
 
     @field_validator("api_key")
     @classmethod
@@ -72,6 +85,14 @@ class Settings(BaseSettings):
             user, _, password = pair.partition(":")
             if not user.strip() or not password:
                 raise ValueError("must be user:password (several separated by commas)")
+        return value
+
+    @field_validator("webhook_url", "webhook_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
     @field_validator("gemini_base_url")
@@ -126,6 +147,11 @@ class Settings(BaseSettings):
     def api_endpoint(self) -> str:
         """The API base URL in force; a job records it so it is only ever polled through the same one."""
         return (self.gemini_base_url or GOOGLE_API_URL).rstrip("/")
+
+    @property
+    def webhooks_on(self) -> bool:
+        """Deliveries tell us when a research ends, so polls are only a safety net."""
+        return self.webhook_url is not None
 
     @property
     def embedded(self) -> bool:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from research_runner import db
 from research_runner.attachments import Attachment
@@ -293,3 +293,25 @@ def finished_since(settings: Settings, since: datetime | None, batch_id: str | N
         query = query.where(col(Job.batch_id) == batch_id)
     with db.session(settings) as session:
         return list(session.scalars(query))
+
+
+def make_due(settings: Settings, job_id: str, now: datetime | None = None, session: Session | None = None) -> bool:
+    """Make a running job's poll due at once (a webhook said it ended); False if it is not running or leased.
+
+    A leased job has a step in flight: its outcome sets the next poll, so moving next_poll_at would be lost.
+    Given `session`, the update joins its transaction (the receiver records the delivery in the same one).
+    """
+    now = now or utcnow()
+    statement = (
+        update(Job)
+        .where(
+            col(Job.id) == job_id,
+            col(Job.status) == JobStatus.RUNNING,
+            or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now),
+        )
+        .values(next_poll_at=now)
+    )
+    if session is not None:
+        return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    with db.session(settings) as own:
+        return bool(own.execute(statement).rowcount)  # type: ignore[attr-defined]

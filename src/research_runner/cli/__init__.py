@@ -64,6 +64,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "db": ("ops:db_group", "Manage the database schema."),
     "emulator": ("ops:emulator_command", "Run a local emulator of the Gemini Interactions API."),
+    "webhooks": (
+        "webhooks:webhooks_group",
+        "Receive the API's webhooks, so a finished research is stored within a second.",
+    ),
 }
 
 

@@ -45,6 +45,23 @@ def backoff_delay(settings: Settings, polls_done: int) -> float:
     return base * _rng.uniform(1 - settings.poll_jitter, 1 + settings.poll_jitter)
 
 
+def running_poll_delay(settings: Settings, polls_done: int) -> float:
+    """Seconds until a running research is polled again; with webhooks on, polls are only the safety net."""
+    if settings.webhooks_on:
+        return settings.webhook_poll_interval * _rng.uniform(1 - settings.poll_jitter, 1 + settings.poll_jitter)
+    return backoff_delay(settings, polls_done)
+
+
+def webhook_config(settings: Settings, job_id: str) -> dict[str, Any] | None:
+    """A create's `webhook_config` (SDK WebhookConfig): where the API pushes the end, and whose job it is."""
+    if not settings.webhooks_on:
+        return None
+    config: dict[str, Any] = {"user_metadata": {JOB_LABEL: job_id}}
+    if settings.webhook_dynamic:
+        config["uris"] = [settings.webhook_url]
+    return config
+
+
 def _throttle(settings: Settings, job_id: str, status: JobStatus) -> bool:
     """Hold the step back if the shared API budget is spent; True if it was held back."""
     if not settings.api_requests_per_minute:
@@ -76,7 +93,7 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
         interaction_id = gateway.create(
             _input(settings, taken), taken.agent, taken.id,
             agent_config=json.loads(taken.agent_config) if taken.agent_config else None,
-            previous_interaction_id=taken.previous_interaction_id,
+            previous_interaction_id=taken.previous_interaction_id, webhook_config=webhook_config(settings, taken.id),
         )  # fmt: skip
     except RetryableError as exc:
         _honour_retry_after(settings, exc)
@@ -107,7 +124,7 @@ def _started(settings: Settings, gateway: Gateway, job: Job, interaction_id: str
     if not store.transition(
         settings, job.id, [JobStatus.SUBMITTING], status=JobStatus.RUNNING, interaction_id=interaction_id,
         api_endpoint=gateway.endpoint, submitted_at=now, lease_until=None, error=None,
-        next_poll_at=now + timedelta(seconds=backoff_delay(settings, 0)),
+        next_poll_at=now + timedelta(seconds=running_poll_delay(settings, 0)),
     ):  # fmt: skip
         _keep_late_interaction(settings, job.id, interaction_id)
     store.add_turn(settings, JobTurn(job_id=job.id, kind=turn_kind(job), input=job.next_input,
@@ -310,7 +327,8 @@ def record(settings: Settings, job: Job, snapshot: Snapshot, pending: list[dict[
     elif snapshot.status in REMOTE_TERMINAL:
         outcome.finish(settings, job, snapshot)
     elif snapshot.status in REMOTE_RUNNING:
-        values = _next_poll(job, backoff_delay(settings, job.poll_count), snapshot=snapshot)
+        delay = running_poll_delay(settings, job.poll_count)
+        values = _next_poll(job, delay, snapshot=snapshot)
         if pending is None:
             store.transition(settings, job.id, [JobStatus.RUNNING], **values)
         else:
