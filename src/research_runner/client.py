@@ -184,11 +184,27 @@ class Client:
     def retry(self, ref: str) -> Job:
         """Start a new job for one that ended without completing; the old one stays as it is."""
         job = self.get(ref)
-        if job.status in ACTIVE_STATUSES or job.status == JobStatus.COMPLETED:
-            raise InvalidJobState(
-                f"job {job.short_id} is {job.status}; only jobs that ended without completing can be retried"
-            )
-        return self.submit(job.question, agent=job.agent, retry_of=job.id).job
+        new = store.add_retry(self.db, _retryable(job))
+        try:
+            self._enqueue(new)
+        except BaseException:
+            store.forget(self.settings, new.id)  # nothing half-stored when the broker is down
+            raise
+        return new
+
+    def retry_many(self, refs: Sequence[str] = (), *, status: str | None = None, batch: str | None = None) -> list[Job]:
+        """Retry the jobs named, and those in `status` (within `batch`) not retried yet: one transaction, and the
+        dispatcher starts them within a tick. Nothing is retried unless asked for."""
+        named = [_retryable(self.get(ref)) for ref in refs]
+        if status is None and batch is None:
+            chosen = named
+        else:
+            batch_id = self.batch(batch).id if batch else None
+            found = store.not_retried(self.db, status or JobStatus.NEEDS_ATTENTION, batch_id)
+            chosen = named + [job for job in found if job.id not in {n.id for n in named}]
+        if not chosen:
+            raise InvalidInput("no job to retry: name jobs, or a --status/--batch that has some not retried yet")
+        return store.add_retries(self.db, [_retryable(job) for job in chosen])
 
     def wait(self, ref: str, progress: Progress = _ignore, timeout: float | None = None) -> Job:
         """Watch the database until a worker has taken the job to its end (or `timeout` seconds pass)."""
@@ -394,3 +410,11 @@ class Client:
     def run_schedule_now(self, name: str) -> Batch:
         """Fire a schedule once now; its next run time stays as it was."""
         return schedules.run_now(self.db, name)
+
+
+def _retryable(job: Job) -> Job:
+    if job.status in ACTIVE_STATUSES or job.status in (JobStatus.COMPLETED, JobStatus.PLAN_READY):
+        raise InvalidJobState(
+            f"job {job.short_id} is {job.status}; only jobs that ended without completing can be retried"
+        )
+    return job

@@ -315,3 +315,43 @@ def make_due(settings: Settings, job_id: str, now: datetime | None = None, sessi
         return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
     with db.session(settings) as own:
         return bool(own.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def _retry_of(settings: Settings, job: Job, held: bool) -> tuple[Job, list[JobFile]]:
+    """A new job asking again what `job` asked, with the same agent_config and files."""
+    config = json.loads(job.agent_config) if job.agent_config else None
+    new = new_job(settings, job.question, job.agent, retry_of=job.id, tags=tuple(json.loads(job.tags or "[]")),
+                  held=held, agent_config=config)  # fmt: skip
+    new.files, new.batch_id, new.batch_position = job.files, job.batch_id, job.batch_position
+    files = [JobFile(job_id=new.id, position=f.position, name=f.name, mime_type=f.mime_type, size=f.size,
+                     sha256=f.sha256, data=f.data) for f in files_of(settings, job.id)]  # fmt: skip
+    return new, files
+
+
+def add_retry(settings: Settings, job: Job) -> Job:
+    """The retry of one job, held for the first step its caller sends."""
+    new, files = _retry_of(settings, job, held=True)
+    with db.session(settings) as session:
+        session.add(new)
+        session.add_all(files)
+    return new
+
+
+def add_retries(settings: Settings, jobs: Sequence[Job]) -> list[Job]:
+    """Retries of several jobs in one transaction; the dispatcher starts them."""
+    made = [_retry_of(settings, job, held=False) for job in jobs]
+    with db.session(settings) as session:
+        for new, files in made:
+            session.add(new)
+            session.add_all(files)
+    return [new for new, _ in made]
+
+
+def not_retried(settings: Settings, status: str, batch_id: str | None = None) -> list[Job]:
+    """Jobs in `status` that no other job retries yet."""
+    retried = select(col(Job.retry_of)).where(col(Job.retry_of).is_not(None))
+    query = select(Job).where(col(Job.status) == status, col(Job.id).not_in(retried)).order_by(col(Job.created_at))
+    if batch_id is not None:
+        query = query.where(col(Job.batch_id) == batch_id)
+    with db.session(settings) as session:
+        return list(session.scalars(query))

@@ -10,7 +10,7 @@ import click
 
 from research_runner import display
 from research_runner.cli.options import Failure, agent_option, client_of, console, finish, json_option
-from research_runner.models import Job, JobStatus
+from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
 
 if TYPE_CHECKING:
     from research_runner.watch import LiveJobs
@@ -105,6 +105,9 @@ def run(
     except KeyboardInterrupt:
         raise click.Abort() from None
     finish(job, as_json)
+
+
+RETRYABLE = {s.value for s in JobStatus} - {s.value for s in ACTIVE_STATUSES} - {"completed", "plan_ready"}
 
 
 def _review(job: Job) -> str | None:
@@ -215,20 +218,32 @@ def cancel(ctx: click.Context, job_id: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id", metavar="JOB")
+@click.argument("job_ids", metavar="[JOB]...", nargs=-1)
+@click.option("--status", type=click.Choice(sorted(RETRYABLE)), help="Also every job in this status not retried yet.")
+@click.option("--batch", "batch_ref", metavar="BATCH", help="Also the jobs of this batch (with --status: only those).")
 @json_option
 @click.pass_context
-def retry(ctx: click.Context, job_id: str, as_json: bool) -> None:
-    """Start a new job for one that ended without completing.
+def retry(ctx: click.Context, job_ids: tuple[str, ...], status: str | None, batch_ref: str | None,
+          as_json: bool) -> None:  # fmt: skip
+    """Start a new job for one that ended without completing (or for several).
 
     \b
     Example:
         research retry 3f2a9c1d
+        research retry --status needs_attention     # e.g. after a crash during a burst of creates
     """
-    job = client_of(ctx).retry(job_id)
-    if as_json:
-        click.echo(display.to_json(display.job_dict(job)))
+    client = client_of(ctx)
+    if len(job_ids) == 1 and status is None and batch_ref is None:
+        jobs = [client.retry(job_ids[0])]
+    elif not job_ids and status is None and batch_ref is None:
+        raise click.UsageError("give a JOB, or --status/--batch to retry several")
     else:
+        jobs = client.retry_many(job_ids, status=status, batch=batch_ref)
+    if as_json:
+        click.echo(display.to_json([display.job_dict(job) for job in jobs] if len(jobs) > 1 or not job_ids
+                                   else display.job_dict(jobs[0])))  # fmt: skip
+        return
+    for job in jobs:
         click.echo(f"Submitted job {job.short_id} (retry of {job.retry_of[:8] if job.retry_of else ''})")
 
 
