@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     api_requests_per_minute: int = Field(default=0, ge=0)
     # `user:password` (several separated by commas) for `research flower`; never put on a command line.
     flower_basic_auth: SecretStr | None = None
+    # `research web`: its login (same form as Flower's), the address users reach it at (put in every Flower task
+    # result and in exported reports), and Flower's address for the links from a job's page to its tasks.
+    web_basic_auth: SecretStr | None = None
+    web_url: str | None = None
+    web_flower_url: str | None = None
 
     @field_validator("api_key")
     @classmethod
@@ -66,6 +71,19 @@ class Settings(BaseSettings):
             if not user.strip() or not password:
                 raise ValueError("must be user:password (several separated by commas)")
         return value
+
+    @field_validator("web_basic_auth")
+    @classmethod
+    def _web_login(cls, value: SecretStr | None) -> SecretStr | None:
+        return cls._user_colon_password(value)
+
+    @field_validator("web_url", "web_flower_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        url = (value or "").strip().rstrip("/")
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url or None
 
     @field_validator("gemini_base_url")
     @classmethod

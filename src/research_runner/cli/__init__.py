@@ -38,6 +38,8 @@ COMMANDS = {
     "doctor": "ops:doctor_command",
     "db": "ops:db_group",
     "emulator": "ops:emulator_command",
+    "web": "web:web_command",
+    "export": "web:export_command",
 }
 
 
