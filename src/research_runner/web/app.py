@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from research_runner.client import Client
+from research_runner.constants import AGENTS
 from research_runner.exceptions import InvalidInput, InvalidJobState, JobNotFound, ResearchError
 from research_runner.models import ACTIVE_STATUSES, JobStatus
 from research_runner.settings import Settings
@@ -57,7 +58,7 @@ class Pages:
             return self.render("_jobs_table.html", request, **context)
         names = [s.name for s in self.client.schedules()]
         statuses = [str(s) for s in JobStatus]
-        agents = queries.agents(self.client.db)
+        agents = sorted(AGENTS)  # the agents a job can have, without scanning the jobs for them
         return self.render("jobs.html", request, **context, schedules=names, statuses=statuses, agents=agents)
 
     def job(self, request: Request) -> Response:

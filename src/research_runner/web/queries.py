@@ -111,11 +111,6 @@ def _conditions(wanted: JobFilter, batch_id: str | None, schedule_id: str | None
     return conditions
 
 
-def agents(settings: Settings) -> list[str]:
-    with db.session(settings) as session:
-        return [str(a) for a in session.scalars(select(col(Job.agent)).distinct().order_by(col(Job.agent)))]
-
-
 def schedule_named(settings: Settings, name: str) -> Schedule:
     with db.session(settings) as session:
         found = session.scalars(select(Schedule).where(col(Schedule.name) == name)).first()

@@ -13,14 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from markupsafe import Markup, escape
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from research_runner import db
 from research_runner.settings import Settings
 
 # The full-text index lives beside the models, not in them: the FTS5 table and its shadow tables on SQLite, the
-# generated tsvector column and its GIN index on PostgreSQL. Schema comparisons leave them out.
-SEARCH_OBJECTS = ("jobs_search", "search_vector", "ix_jobs_search_vector")
+# generated tsvector column and its GIN index on PostgreSQL, and the newest-first index of the jobs page (all named
+# so). Schema comparisons leave them out.
+SEARCH_OBJECTS = ("jobs_search", "search_vector", "ix_jobs_search")
 # Private-use characters around each matched word in a snippet; turned into <mark> after escaping.
 OPEN, CLOSE = "\ue000", "\ue001"
 TOKEN = re.compile(r'"([^"]*)"|(\w+\*?)')
@@ -88,16 +89,22 @@ def search(settings: Settings, user_text: str, page: int = 1, per_page: int = PE
         return _postgres(conn, user_text, per_page, offset)
 
 
-SQLITE_SEARCH = text(
-    f"""
-    SELECT j.id, j.question, j.report_title, j.status, j.created_at,
-           snippet(jobs_search, -1, '{OPEN}', '{CLOSE}', '…', 24) AS snippet
-    FROM jobs_search JOIN jobs j ON j.id = jobs_search.job_id
-    WHERE jobs_search MATCH :query
-    ORDER BY bm25(jobs_search, 0.0, 4.0, 1.0), j.created_at DESC
-    LIMIT :limit OFFSET :offset
+# Two steps: rank every match but keep only the page's rows, then make snippets for those alone (a snippet in
+# the ranking query would be computed for every match before the sort).
+SQLITE_TOP = text(
+    """
+    SELECT rowid FROM jobs_search WHERE jobs_search MATCH :query
+    ORDER BY bm25(jobs_search, 0.0, 4.0, 1.0) LIMIT :limit OFFSET :offset
     """
 )
+SQLITE_PAGE = text(
+    f"""
+    SELECT jobs_search.rowid AS position, j.id, j.question, j.report_title, j.status, j.created_at,
+           snippet(jobs_search, -1, '{OPEN}', '{CLOSE}', '…', 24) AS snippet
+    FROM jobs_search JOIN jobs j ON j.id = jobs_search.job_id
+    WHERE jobs_search MATCH :query AND jobs_search.rowid IN :rowids
+    """
+).bindparams(bindparam("rowids", expanding=True))
 SQLITE_COUNT = text("SELECT count(*) FROM jobs_search WHERE jobs_search MATCH :query")
 
 
@@ -105,9 +112,10 @@ def _sqlite(conn: Connection, user_text: str, limit: int, offset: int) -> Result
     query = fts_query(user_text)
     if query is None:
         return Results([], 0)
-    rows = conn.execute(SQLITE_SEARCH, {"query": query, "limit": limit, "offset": offset}).all()
+    top = [row[0] for row in conn.execute(SQLITE_TOP, {"query": query, "limit": limit, "offset": offset})]
+    rows = {row.position: row for row in conn.execute(SQLITE_PAGE, {"query": query, "rowids": top})} if top else {}
     total = conn.execute(SQLITE_COUNT, {"query": query}).scalar_one()
-    return Results([_hit(row) for row in rows], int(total))
+    return Results([_hit(rows[rowid]) for rowid in top if rowid in rows], int(total))
 
 
 # The report without its front matter, as revision 0007 indexes it.
@@ -123,8 +131,8 @@ PG_SEARCH = text(
     f"""
     WITH q AS (SELECT websearch_to_tsquery('english', :text) AS query),
     top AS (
-        SELECT j.id, ts_rank_cd(j.search_vector, q.query) AS score
-        FROM jobs j, q WHERE j.search_vector @@ q.query
+        SELECT j.id, ts_rank(j.search_vector, websearch_to_tsquery('english', :text)) AS score
+        FROM jobs j WHERE j.search_vector @@ websearch_to_tsquery('english', :text)
         ORDER BY score DESC, j.created_at DESC LIMIT :limit OFFSET :offset
     )
     SELECT j.id, j.question, j.report_title, j.status, j.created_at,

@@ -55,7 +55,12 @@ PG_VECTOR = (
 )
 
 
+# The jobs page lists newest first: without this index every page sorts the whole table.
+NEWEST_INDEX = "CREATE INDEX ix_jobs_search_newest ON jobs (created_at DESC, id DESC)"
+
+
 def upgrade() -> None:
+    op.execute(NEWEST_INDEX)
     if op.get_bind().dialect.name == "sqlite":
         op.execute(SQLITE_TABLE)
         for name, trigger in SQLITE_TRIGGERS.items():
@@ -69,6 +74,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP INDEX IF EXISTS ix_jobs_search_newest")
     if op.get_bind().dialect.name == "sqlite":
         for name in SQLITE_TRIGGERS:
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
