@@ -149,6 +149,10 @@ def _postgres(conn: Connection, user_text: str, limit: int, offset: int) -> Resu
     if not WORD.search(user_text):
         return Results([], 0)
     params = {"text": user_text, "limit": limit, "offset": offset, "options": PG_HEADLINE_OPTIONS}
+    # The planner does not count the cost of reading each row's out-of-line (TOAST) tsvector, so it prefers a
+    # scan of every row to the GIN index (measured: 100 ms instead of 1 ms for 10,000 reports). For this
+    # transaction only, it is told to use the index.
+    conn.execute(text("SET LOCAL enable_seqscan = off"))
     rows = conn.execute(PG_SEARCH, params).all()
     total = conn.execute(PG_COUNT, {"text": user_text}).scalar_one()
     return Results([_hit(row) for row in rows], int(total))
