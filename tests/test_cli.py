@@ -130,15 +130,15 @@ def test_an_old_schema_is_reported_not_migrated(runner_env: dict[str, str]) -> N
     result = invoke(runner_env, "list")
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: the database schema is at revision 0000 but this version needs 0006; run `research db upgrade`\n"
+        "Error: the database schema is at revision 0000 but this version needs 0007; run `research db upgrade`\n"
     )
 
 
 def test_db_upgrade_reports_the_revision(runner_env: dict[str, str]) -> None:
     result = invoke(runner_env, "db", "upgrade")
-    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0006 (was empty)\n")
+    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0007 (was empty)\n")
     result = invoke(runner_env, "db", "upgrade")
-    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0006\n")
+    assert (result.exit_code, result.stdout) == (0, "Database schema at revision 0007\n")
 
 
 def test_submit_status_list_show_on_success(runner_env: dict[str, str], finished_job: str) -> None:

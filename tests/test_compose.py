@@ -26,7 +26,7 @@ REQUIRED = {
 # Secrets without a default: compose must refuse to start without them (`${VAR:?message}`).
 MUST_BE_GIVEN = {"GEMINI_API_KEY", "RESEARCH_FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD"}
 # The services that run research-runner itself (the emulator shares the image but is another program).
-RUNNER_SERVICES = {"migrate", "worker", "scheduler", "flower", "webhooks"}
+RUNNER_SERVICES = {"migrate", "worker", "scheduler", "flower", "webhooks", "web"}
 ENV_EXAMPLE = (ROOT / ".env.example").read_text()
 # `NAME=value` lines, and `# NAME=value` ones (documented defaults, commented out).
 EXAMPLE_VALUES = dict(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE, re.MULTILINE))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # The newest migration under migrations/versions. Every command compares the database with it, and importing
 # alembic to find it would cost every command ~0.1 s; tests/unit/test_schema_head.py checks it is alembic's head.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 VERSION_TABLE = "alembic_version"  # alembic's default, which migrations/env.py keeps
 
 

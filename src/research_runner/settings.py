@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     webhook_max_body: int = Field(default=262_144, gt=0)  # bytes; larger deliveries get 413 unread
     webhook_host: str = "127.0.0.1"  # where `research webhooks serve` listens
     webhook_port: int = Field(default=8780, ge=0, le=65535)
+    # `research web`: its login (same form as Flower's), the address users reach it at (put in every Flower task
+    # result and in exported reports), and Flower's address for the links from a job's page to its tasks.
+    web_basic_auth: SecretStr | None = None
+    web_url: str | None = None
+    web_flower_url: str | None = None
 
     @field_validator("api_key")
     @classmethod
@@ -94,6 +99,19 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("web_basic_auth")
+    @classmethod
+    def _web_login(cls, value: SecretStr | None) -> SecretStr | None:
+        return cls._user_colon_password(value)
+
+    @field_validator("web_url", "web_flower_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        url = (value or "").strip().rstrip("/")
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url or None
 
     @field_validator("gemini_base_url")
     @classmethod

@@ -106,7 +106,7 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         ids = _as_list(job_ids)
         lifecycle.start_many(settings, state.gateway(), ids, state.threads().map)
         found = {job.id: job for job in store.load_many(settings, ids)}
-        return [_describe(job_id, found.get(job_id), after_submit=True) for job_id in ids]
+        return [_describe(job_id, found.get(job_id), after_submit=True, web_url=settings.web_url) for job_id in ids]
 
     @app.task(name=TASK_POLL, shared=False)  # type: ignore[untyped-decorator]
     def poll(job_ids: list[str] | str) -> list[dict[str, Any]]:
@@ -144,17 +144,23 @@ def _poll_summary(settings: Settings, job_id: str, polled: lifecycle.Polled | No
 
 
 def _summary(settings: Settings, job_id: str) -> dict[str, Any]:
-    return _describe(job_id, store.load(settings, job_id))
+    return _describe(job_id, store.load(settings, job_id), web_url=settings.web_url)
 
 
-def _describe(job_id: str, job: Job | None, *, after_submit: bool = False) -> dict[str, Any]:
-    """The task's result (Flower shows it), logging the job's events: one line each, no secrets."""
+def _describe(
+    job_id: str, job: Job | None, *, after_submit: bool = False, web_url: str | None = None
+) -> dict[str, Any]:
+    """The task's result (Flower shows it), logging the job's events: one line each, no secrets.
+
+    With RESEARCH_WEB_URL set it carries the job's page, so a user who starts in Flower reaches the report."""
     if job is None:
         return {"job_id": job_id, "status": "missing"}
     if after_submit:
         created = f" (interaction {job.interaction_id})" if job.interaction_id else ""
         log.info("job %s submitted: %s%s", job.short_id, job.status, created)
     summary = {"job_id": job.id, "status": job.status, "title": job.report_title, "report_path": job.report_path}
+    if web_url:
+        summary["web_url"] = f"{web_url}/jobs/{job.id}"
     if job.status in ENDED_STATUSES:
         log.info(
             "job %s finished: %s (polls: %d, report: %s)",

@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jobs:cancel",
         "Cancel a job that has not ended, or stop the interaction of one waiting for your decision.",
     ),
-    "retry": ("jobs:retry", "Start a new job for one that ended without completing."),
+    "retry": ("jobs:retry", "Start a new job for one that ended without completing (or for several)."),
     "watch": (
         "jobs:watch_command",
         "Show the running jobs live, or follow one job's thought summaries as the API streams them.",
@@ -64,6 +64,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "db": ("ops:db_group", "Manage the database schema."),
     "emulator": ("ops:emulator_command", "Run a local emulator of the Gemini Interactions API."),
+    "web": ("web:web_command", "Serve every job, report, batch and schedule as web pages, with full-text search."),
+    "export": (
+        "web:export_command",
+        "Write a job's report as one self-contained file: HTML with its charts embedded, or the Markdown.",
+    ),
     "webhooks": (
         "webhooks:webhooks_group",
         "Receive the API's webhooks, so a finished research is stored within a second.",
