@@ -235,3 +235,9 @@ def first_paragraph(markdown: str) -> str:
 def require_items(items: list[Item]) -> None:
     if not items:
         raise InvalidInput("a batch needs at least one question")
+
+
+def failing_digests(settings: Settings) -> list[Batch]:
+    """Batches whose digest could not be written yet."""
+    with db.session(settings) as session:
+        return list(session.exec(select(Batch).where(col(Batch.digest_error).is_not(None))))

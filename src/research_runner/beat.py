@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery
 from celery.beat import Scheduler
 
-from research_runner import batches, db, outcome, schedules, store
+from research_runner import batches, broker, db, outcome, schedules, store
 from research_runner.models import JobStatus
 from research_runner.settings import Settings
 
@@ -40,19 +40,13 @@ class TickReport:
     schedules_fired: int = 0
     digests_written: int = 0
     reports_written: int = 0
+    broker_messages_deleted: int = 0
     failures: list[str] = field(default_factory=list)
 
-    def worth_logging(self) -> bool:
-        return any(
-            (
-                self.dispatched,
-                self.interrupted_creates,
-                self.schedules_fired,
-                self.digests_written,
-                self.reports_written,
-                self.failures,
-            )
-        )
+    def news(self) -> bool:
+        """Worth an INFO line: handing out steps is routine (each job's steps log their own lines)."""
+        return any((self.interrupted_creates, self.schedules_fired, self.digests_written, self.reports_written,
+                    self.failures))  # fmt: skip
 
     def line(self) -> str:
         done = {name: value for name, value in vars(self).items() if value and name != "failures"}
@@ -65,6 +59,8 @@ def tick(settings: Settings, send: Send) -> TickReport:
     report = TickReport()
     fired = _isolated(report, "schedules", lambda: schedules.fire_each(settings))  # first: its jobs start now
     report.schedules_fired = len(fired.done) if fired else 0
+    for batch in fired.done if fired else []:
+        log.info("schedule fired: batch %s (%s) with %d jobs", batch.short_id, batch.name, batch.job_count)
     report.failures += [f"schedule {f.name}: {f.error}" for f in (fired.failures if fired else [])]
     report.interrupted_creates = _isolated(report, "reaper", lambda: store.reap_interrupted_creates(settings)) or 0
     due = store.claim_due(settings)  # not isolated: without it the tick has no purpose, so let beat log it
@@ -76,6 +72,7 @@ def tick(settings: Settings, send: Send) -> TickReport:
     report.digests_written = len(digests.done) if digests else 0
     report.failures += [f"digest of batch {f.name}: {f.error}" for f in (digests.failures if digests else [])]
     report.reports_written = _isolated(report, "reports", lambda: outcome.write_pending_reports(settings)) or 0
+    report.broker_messages_deleted = _isolated(report, "broker", lambda: broker.purge_delivered(settings)) or 0
     return report
 
 
@@ -110,8 +107,12 @@ class DispatchScheduler(Scheduler):  # type: ignore[misc]
         except Exception:
             log.exception("dispatch tick failed; the next tick tries again")
             return
-        if report.worth_logging():
-            (log.warning if report.failures else log.info)(report.line())
+        if report.failures:
+            log.warning(report.line())
+        elif report.news():
+            log.info(report.line())
+        elif report.dispatched:
+            log.debug(report.line())
 
 
 def run_beat(app: Celery, loglevel: str = "INFO") -> None:

@@ -6,15 +6,17 @@ Checks never print the API key or a password: URLs are shown redacted, the key o
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
-from research_runner import db
+from research_runner import batches, db, schedules, store
 from research_runner.exceptions import GatewayError, PermanentError, ServiceUnavailable
+from research_runner.models import utcnow
 from research_runner.settings import Settings, redact_url
 
 if TYPE_CHECKING:
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "skip"
 PING_TIMEOUT = 2.0
 API_TIMEOUT = 10.0
+# A job due this long without being handed out means no dispatch tick runs (ticks are 1 s, leases 60 s).
+OVERDUE_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,66 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     from research_runner.worker import create_app
 
     app = create_app(settings)
-    yield check_settings(settings)
-    broker = check_broker(settings, app)
+    yield _safe("settings", lambda: check_settings(settings))
+    broker = _safe("broker", lambda: check_broker(settings, app))
     yield broker
-    yield check_database(settings)
-    key = check_api_key(settings)
+    database = _safe("database", lambda: check_database(settings))
+    yield database
+    key = _safe("api key", lambda: check_api_key(settings))
     yield key
-    yield check_api(settings) if not key.failed else Check("api", SKIP, "no API key to try it with")
-    yield check_reports(settings)
-    yield check_worker(settings, app, broker_ok=not broker.failed)
+    yield (
+        _safe("api", lambda: check_api(settings)) if not key.failed else Check("api", SKIP, "no API key to try it with")
+    )
+    yield _safe("reports", lambda: check_reports(settings))
+    yield _safe("worker", lambda: check_worker(settings, app, not broker.failed, not database.failed))
+    if database.failed:
+        return  # the checks below read the database
+    yield from _safe_many("work", lambda: check_work(settings))
     from research_runner.webhook_doctor import webhook_checks
 
-    yield from webhook_checks(settings)
+    yield from _safe_many("webhooks", lambda: list(webhook_checks(settings)))
+
+
+def _safe(name: str, check: Callable[[], Check]) -> Check:
+    """A check that raises is a FAIL line of its own: one broken piece never hides the others."""
+    try:
+        return check()
+    except Exception as exc:
+        return Check(name, FAIL, f"the check could not run: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+
+
+def _safe_many(name: str, checks: Callable[[], list[Check]]) -> list[Check]:
+    try:
+        return checks()
+    except Exception as exc:
+        return [Check(name, FAIL, f"the check could not run: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")]
+
+
+def check_work(settings: Settings) -> list[Check]:
+    """Work that waits on something to be fixed: reports not written, schedules and digests that fail."""
+    found = []
+    unwritten = store.unwritten_reports(settings)
+    if unwritten:
+        ids = ", ".join(job.short_id for job in unwritten[:10])
+        found.append(Check("reports waiting", FAIL, f"{len(unwritten)} finished job(s) wait for their report file "
+                           f"({ids}): {unwritten[0].report_error}", "make RESEARCH_REPORTS_DIR writable (and not "
+                           "full); the dispatch tick then writes them"))  # fmt: skip
+    for schedule in schedules.failing(settings):
+        state = FAIL if schedule.paused else WARN
+        found.append(
+            Check(
+                f"schedule {schedule.name}",
+                state,
+                f"{schedule.failures} failed firing(s): {schedule.last_error}",
+                f"`research schedule show {schedule.name}`, fix it, then `research schedule resume`"
+                if schedule.paused
+                else "it is tried again at its next time",
+            )
+        )
+    for batch in batches.failing_digests(settings):
+        found.append(Check(f"batch {batch.short_id}", WARN, f"its digest could not be written: {batch.digest_error}",
+                           "the dispatch tick tries again every tick"))  # fmt: skip
+    return found or [Check("work", OK, "no report, schedule or digest waits on a fix")]
 
 
 def check_settings(settings: Settings) -> Check:
@@ -167,14 +219,9 @@ def check_reports(settings: Settings) -> Check:
     return Check("reports", OK, f"{folder} is writable")
 
 
-def check_worker(settings: Settings, app: Celery, broker_ok: bool) -> Check:
+def check_worker(settings: Settings, app: Celery, broker_ok: bool, db_ok: bool = True) -> Check:
     if settings.embedded:
-        return Check(
-            "worker",
-            WARN,
-            "cannot check on the embedded broker (it has no broadcast)",
-            "`research list` shows whether queued jobs start",
-        )
+        return _embedded_worker(settings) if db_ok else Check("worker", SKIP, "the database cannot be read")
     if not broker_ok:
         return Check("worker", SKIP, "the broker cannot be reached, so no worker can be asked")
     try:
@@ -190,3 +237,14 @@ def check_worker(settings: Settings, app: Celery, broker_ok: bool) -> Check:
             "start one with `research worker` (or `docker compose up -d worker`)",
         )
     return Check("worker", OK, f"{len(names)} answered: {', '.join(names)}")
+
+
+def _embedded_worker(settings: Settings) -> Check:
+    """The embedded broker cannot be asked (no broadcast): judge by whether due jobs are handed out."""
+    count, oldest = store.overdue(settings, utcnow() - timedelta(seconds=OVERDUE_SECONDS))
+    if count:
+        late = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        return Check("worker", FAIL, f"{count} job(s) have been due for up to {late:.0f} s and nobody handed them "
+                     "out: no worker or scheduler is running", "start one with `research worker`")  # fmt: skip
+    return Check("worker", WARN, "no job is overdue, but the embedded broker cannot be asked whether a worker "
+                 "runs", "`research worker` runs one; `research submit` jobs wait until it does")  # fmt: skip

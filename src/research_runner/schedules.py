@@ -369,3 +369,9 @@ def firing_key(schedule_id: str, tag: str, number: int, item_key: str | None) ->
     if len(key) <= IDEMPOTENCY_KEY_MAX_CHARS:
         return key
     return f"schedule:{schedule_id}:{tag}:sha256:{hashlib.sha256(item_key.encode()).hexdigest()}"
+
+
+def failing(settings: Settings) -> list[Schedule]:
+    """Schedules whose last firing failed."""
+    with db.session(settings) as session:
+        return list(session.exec(select(Schedule).where(col(Schedule.last_error).is_not(None))))

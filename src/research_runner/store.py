@@ -355,3 +355,16 @@ def not_retried(settings: Settings, status: str, batch_id: str | None = None) ->
         query = query.where(col(Job.batch_id) == batch_id)
     with db.session(settings) as session:
         return list(session.scalars(query))
+
+
+def overdue(settings: Settings, due_before: datetime) -> tuple[int, datetime | None]:
+    """How many queued or running jobs were due before `due_before` and are not leased, and the oldest due time."""
+    now = utcnow()
+    query = select(func.count(), func.min(col(Job.next_poll_at))).where(
+        col(Job.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+        col(Job.next_poll_at) < due_before,
+        or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now),
+    )
+    with db.session(settings) as session:
+        count, oldest = session.execute(query).one()
+    return int(count), oldest

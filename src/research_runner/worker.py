@@ -84,7 +84,9 @@ def create_app(settings: Settings) -> Celery:
         if settings.embedded
         else {"queue_order_strategy": "priority"},  # Redis: read the queues in the order the worker lists them
         worker_send_task_events=settings.task_events,
-        task_send_sent_event=settings.task_events,
+        # No "sent" events: every process that sends a task (each CLI call, each beat) would add its own label
+        # to Flower's /metrics for good. Workers' received/started/succeeded events show every task anyway.
+        task_send_sent_event=False,
         beat_schedule=beat.beat_schedule(settings),
         beat_scheduler=beat.SCHEDULER,
     )
