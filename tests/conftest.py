@@ -70,7 +70,7 @@ def postgres_settings_env(postgres_url: str) -> Iterator[dict[str, str]]:
     settings = load_settings(database_url=postgres_url)
     db.upgrade(settings)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs")
+        conn.execute("TRUNCATE jobs, batches, schedules, job_turns, job_files, figures")
     yield {"RESEARCH_DATABASE_URL": postgres_url}
 
 

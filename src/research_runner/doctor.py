@@ -65,8 +65,8 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     )
     yield _safe("reports", lambda: check_reports(settings))
     yield _safe("worker", lambda: check_worker(settings, app, not broker.failed, not database.failed))
-    if database.failed:
-        return  # the checks below read the database
+    if database.state != OK:
+        return  # the checks below read tables of the current schema
     yield from _safe_many("work", lambda: check_work(settings))
     from research_runner.webhook_doctor import webhook_checks
 

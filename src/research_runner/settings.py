@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -176,19 +177,25 @@ class Settings(BaseSettings):
         return self.broker_url.startswith("sqla+")
 
     def ensure_dirs(self) -> None:
+        """Create the embedded database's and broker's folders (an error if impossible) and the reports folder.
+
+        An unwritable reports folder stops nothing: finished reports wait in the database until it can be
+        written (`research doctor` says so).
+        """
         folders = [
             Path(url.removeprefix("sqlite:///")).parent
             for url in (self.database_url, self.broker_url.removeprefix("sqla+"))
             if url.startswith("sqlite:///")
         ]
-        for folder in [*folders, self.reports_dir]:
+        for folder in folders:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise InvalidInput(
-                    f"cannot create the folder {folder} ({exc.strerror}); check RESEARCH_DATA_DIR "
-                    "and RESEARCH_REPORTS_DIR"
+                    f"cannot create the folder {folder} ({exc.strerror}); check RESEARCH_DATA_DIR"
                 ) from None
+        with contextlib.suppress(OSError):
+            self.reports_dir.mkdir(parents=True, exist_ok=True)
 
 
 def normalize_database_url(url: str) -> str:

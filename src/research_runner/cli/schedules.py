@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
 
-from research_runner import schedules
-from research_runner.cli.options import agent_option, client_of
+from research_runner import display, schedules
+from research_runner.cli.options import agent_option, client_of, json_option
 from research_runner.models import Schedule
 
 
@@ -64,9 +65,25 @@ def schedule_add(
     click.echo(f"Schedule {schedule.name} added: {count} question(s), next run {_next_run(schedule)}")
 
 
+def _state(schedule: Schedule) -> str:
+    state = "paused" if schedule.paused else "active"
+    return f"{state}, failing" if schedule.last_error else state
+
+
+def schedule_dict(schedule: Schedule) -> dict[str, Any]:
+    return {
+        "name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone, "agent": schedule.agent,
+        "paused": schedule.paused, "catch_up": schedule.catch_up, "next_run_at": schedule.next_run_at.isoformat(),
+        "last_run_at": schedule.last_run_at.isoformat() if schedule.last_run_at else None,
+        "failures": schedule.failures, "last_error": schedule.last_error,
+        "questions": [item.question for item in schedules.items_of(schedule)],
+    }  # fmt: skip
+
+
 @schedule_group.command("list")
+@json_option
 @click.pass_context
-def schedule_list(ctx: click.Context) -> None:
+def schedule_list(ctx: click.Context, as_json: bool) -> None:
     """List schedules with their next run time.
 
     \b
@@ -74,14 +91,14 @@ def schedule_list(ctx: click.Context) -> None:
         research schedule list
     """
     found = client_of(ctx).schedules()
+    if as_json:
+        click.echo(display.to_json([schedule_dict(s) for s in found]))
+        return
     if not found:
         click.echo("No schedules.")
         return
     rows = [("NAME", "CRON", "STATE", "NEXT RUN", "QUESTIONS")]
-    rows += [
-        (s.name, s.cron, "paused" if s.paused else "active", _next_run(s), str(len(schedules.items_of(s))))
-        for s in found
-    ]
+    rows += [(s.name, s.cron, _state(s), _next_run(s), str(len(schedules.items_of(s)))) for s in found]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     click.echo(
         "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
@@ -90,8 +107,9 @@ def schedule_list(ctx: click.Context) -> None:
 
 @schedule_group.command("show")
 @click.argument("name")
+@json_option
 @click.pass_context
-def schedule_show(ctx: click.Context, name: str) -> None:
+def schedule_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show a schedule and its questions.
 
     \b
@@ -99,18 +117,17 @@ def schedule_show(ctx: click.Context, name: str) -> None:
         research schedule show weekly
     """
     s = client_of(ctx).schedule(name)
-    last = s.last_run_at.isoformat() if s.last_run_at else "never"
-    lines = [
-        f"name:           {s.name}",
-        f"cron:           {s.cron} ({s.timezone})",
-        f"state:          {'paused' if s.paused else 'active'}",
-        f"next run:       {_next_run(s)}",
-        f"last run:       {last}",
-        f"catch up:       {'yes' if s.catch_up else 'no'}",
-        f"agent:          {s.agent}",
-        "questions:",
-    ]
-    lines += [f"  - {item.question}" for item in schedules.items_of(s)]
+    if as_json:
+        click.echo(display.to_json(schedule_dict(s)))
+        return
+    rows = [
+        ("name", s.name), ("cron", f"{s.cron} ({s.timezone})"), ("state", _state(s)), ("next run", _next_run(s)),
+        ("last run", display.when(s.last_run_at) if s.last_run_at else "never"),
+        ("catch up", "yes" if s.catch_up else "no"), ("agent", s.agent),
+        ("failures", f"{s.failures} in a row" if s.failures else None), ("last error", s.last_error),
+    ]  # fmt: skip
+    lines = [f"{label + ':':<16}{value}" for label, value in rows if value is not None]
+    lines += ["questions:"] + [f"  - {item.question}" for item in schedules.items_of(s)]
     click.echo("\n".join(lines))
 
 
