@@ -95,7 +95,7 @@ def test_a_healthy_stack_passes_every_check(
     lines = by_check(result)
     assert list(lines) == CHECKS
     assert [line for line in lines.values() if not line.startswith("ok   ")] == []
-    assert "schema at revision" in lines["database"] and "1 answered: celery@" in lines["worker"]
+    assert "schema at revision" in lines["database"] and "1 answered: research-" in lines["worker"]
     assert lines["api"] == f"ok   api: {runner_env['RESEARCH_GEMINI_BASE_URL']} answers and accepts the key"
 
 

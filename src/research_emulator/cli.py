@@ -115,5 +115,9 @@ def emulator_command(
     sock = bind_socket(settings.host, settings.port)
     # Test fixtures read this exact first line to learn the port; the socket already accepts connections.
     click.echo(f"Emulator listening on {socket_url(sock)}")
+    # On stderr: the first stdout line is read by tools; these tell a person how to point the runner here.
+    key = "the key given with --api-key" if settings.api_key else "any-key"
+    click.echo(f"Point research-runner at it:\n  export RESEARCH_GEMINI_BASE_URL={socket_url(sock)}\n"
+               f"  export GEMINI_API_KEY={key if settings.api_key is None else '<' + key + '>'}", err=True)  # fmt: skip
     sys.stdout.flush()
     serve(settings, sock)

@@ -100,6 +100,12 @@ class Client:
 
         check_broker(self.celery, self.settings)
 
+    def stalled(self, after_seconds: float = 90.0) -> int:
+        """How many jobs have been due for longer than `after_seconds` without being handed out: with a few, no
+        worker (or scheduler) runs the dispatch tick."""
+        count, _ = store.overdue(self.db, utcnow() - timedelta(seconds=after_seconds))
+        return count
+
     def upgrade_db(self) -> tuple[str | None, str | None]:
         """Migrate the database to the newest schema; returns (before, after) revisions."""
         return db.upgrade(self.settings)

@@ -55,7 +55,10 @@ class StreamEvent:
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         if settings.api_key is None:
-            raise PermanentError("no API key: set GEMINI_API_KEY (or run against the emulator with --emulator)")
+            raise PermanentError(
+                "no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or point RESEARCH_GEMINI_BASE_URL at an emulator "
+                "and set any key"
+            )
         reuse_sdk_model_classes()
         self.endpoint = settings.api_endpoint
         self._create_client = _client(settings, attempts=1)

@@ -231,8 +231,8 @@ def run_worker(
     """Run a worker in the foreground. Its default name carries the process id, so that several workers on one
     machine never share a name (Celery's default, celery@host, would make them look like one)."""
     # The SDK's HTTP client logs every request at INFO: a line per poll, already told by our own job lines.
-    for name in HTTP_CLIENT_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for logger in HTTP_CLIENT_LOGGERS:
+        logging.getLogger(logger).setLevel(logging.WARNING)
     argv = [
         "worker",
         f"--concurrency={settings.worker_concurrency}",

@@ -69,6 +69,9 @@ def submit(
         click.echo(display.to_json(display.job_dict(job)))
     elif submitted.created:
         click.echo(f"Submitted job {job.short_id}: {display.preview(job.question, display.QUESTION_PREVIEW)}")
+    if not as_json and not wait and client.stalled():
+        click.echo("Note: earlier jobs are overdue, so no worker seems to be running; start one with "
+                   "`research worker`", err=True)  # fmt: skip
 
 
 @click.command()
