@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -25,10 +26,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RESEARCH_", extra="ignore", frozen=True)
 
-    data_dir: Path = Path("data")
+    # Absolute by default, so every command finds the same jobs and reports from any folder it runs in.
+    data_dir: Path = Field(default_factory=lambda: default_home() / "data")
     database_url: str = ""
     broker_url: str = ""
-    reports_dir: Path = Path("reports")
+    reports_dir: Path = Field(default_factory=lambda: default_home() / "reports")
     gemini_base_url: str | None = None
     # The key is read from Google's own variable names and from nowhere else.
     api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY"))
@@ -196,6 +198,13 @@ class Settings(BaseSettings):
                 ) from None
         with contextlib.suppress(OSError):
             self.reports_dir.mkdir(parents=True, exist_ok=True)
+
+
+def default_home() -> Path:
+    """Where the embedded database, broker and reports live unless set: $XDG_DATA_HOME/research-runner
+    (~/.local/share/research-runner), the same folder from wherever a command runs."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "research-runner"
 
 
 def normalize_database_url(url: str) -> str:

@@ -23,7 +23,7 @@ def webhooks_group() -> None:
     """Receive the API's webhooks, so a finished research is stored within a second.
 
     \b
-    Examples:
+    Example:
         research webhooks serve --port 8780
         research webhooks register https://research.example.org/webhooks
         research webhooks list
