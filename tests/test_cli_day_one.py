@@ -147,3 +147,8 @@ def test_a_batch_keeps_its_files_order_and_says_its_job_ids(
     text_of = Path(digest).read_text()
     positions = [text_of.index(f"Question {n:02d}") for n in range(12)]
     assert positions == sorted(positions), worker.log()
+    waited = invoke(runner_env, "submit", "--wait", "Streamed while I wait? [[emulator duration=1.5]]")
+    assert waited.exit_code == 0, waited.output
+    assert "completed" in waited.stdout.splitlines()[-1]
+    thoughts = [line for line in waited.stderr.splitlines() if line.startswith("[") and "status:" not in line]
+    assert thoughts, f"thought summaries stream while submit --wait waits, as in `watch JOB`: {waited.stderr}"

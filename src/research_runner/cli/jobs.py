@@ -13,6 +13,7 @@ from research_runner.cli.options import Failure, agent_option, client_of, consol
 from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
 
 if TYPE_CHECKING:
+    from research_runner.client import Client
     from research_runner.watch import LiveJobs
 
 
@@ -62,9 +63,7 @@ def submit(
     if not submitted.created and not as_json:
         click.echo(f"Job {job.short_id} was already submitted with this idempotency key ({job.status})")
     if wait:
-        with _progress() as view:
-            job = client.wait(job.id, view)
-        finish(job, as_json)
+        finish(_follow(client, job), as_json)
     elif as_json:
         click.echo(display.to_json(display.job_dict(job)))
     elif submitted.created:
@@ -111,6 +110,18 @@ def run(
 
 
 RETRYABLE = {s.value for s in JobStatus} - {s.value for s in ACTIVE_STATUSES} - {"completed", "plan_ready"}
+
+
+def _follow(client: Client, job: Job) -> Job:
+    """Show a submitted job's progress on stderr until a worker has stored its end: its thought summaries as
+    the API streams them (as `research watch JOB` does) when this machine has an API key, else its row."""
+    if client.settings.api_key is None:
+        with _progress() as view:
+            return client.wait(job.id, view)
+    from research_runner import watch
+
+    watch.follow(client.db, job.id, client.gateway, console(stderr=True))
+    return client.wait(job.id)
 
 
 def _review(job: Job) -> str | None:
