@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
 
 log = logging.getLogger("research_runner.lifecycle")
 _rng = random.Random()
-BUDGET_RECHECK_SECONDS = 60.0
 
 
 def backoff_delay(settings: Settings, polls_done: int) -> float:
@@ -154,7 +153,8 @@ def _over_budget(settings: Settings, job: Job) -> bool:
         return False
     store.transition(
         settings, job.id, [JobStatus.QUEUED], lease_until=None,
-        next_poll_at=utcnow() + timedelta(seconds=BUDGET_RECHECK_SECONDS),
+        # As often as a running job is polled at the slowest: a raised budget is seen within that time.
+        next_poll_at=utcnow() + timedelta(seconds=settings.poll_max),
         error=f"waiting for budget: this month's estimated spend ${spent:.2f} has reached "
         f"RESEARCH_MONTHLY_BUDGET_USD (${budget:.2f}); it starts when the budget is raised or the month turns",
     )  # fmt: skip
