@@ -10,7 +10,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import frontmatter
 import psycopg
@@ -264,3 +264,39 @@ def test_cancel_and_ask_on_a_job_in_requires_action(env: dict[str, str], setting
     job = store.find(settings, cancelled_id)
     assert job.status == JobStatus.CANCELLED and job.finished_at is not None
     assert job.error and job.error.startswith("cancelled by the user while it was requires_action")
+
+
+def test_a_batch_file_with_a_plan_and_files(env: dict[str, str], settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "figure.png").write_bytes(tiny_png())
+    (tmp_path / "brief.pdf").write_bytes(tiny_pdf("Brief"))
+    lines = [
+        {"question": "Plan this first? [[emulator duration=0.3]]", "plan": True},
+        {"question": "Read these? [[emulator duration=0.3]]", "files": ["inputs/figure.png", "brief.pdf"]},
+    ]
+    source = tmp_path / "batch.jsonl"
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,files\nFine?,brief.pdf\nMissing?,nowhere.pdf\n")
+    before = len(store.list_jobs(settings, limit=1000))
+    refused = invoke(env, "batch", str(bad))
+    assert (refused.exit_code, refused.stderr) == (
+        2,
+        f"Error: bad.csv, line 3: file {tmp_path}/nowhere.pdf does not exist\n",
+    )
+    assert len(store.list_jobs(settings, limit=1000)) == before
+
+    planned_id, read_id = json.loads(ok(env, "batch", "--json", str(source)))["job_ids"]
+    reading = reached(settings, read_id, JobStatus.COMPLETED)
+    front = frontmatter.loads(Path(str(reading.report_path)).read_text())
+    listed = [f["name"] for f in cast(list[dict[str, Any]], front["files"])]
+    assert listed == ["figure.png", "brief.pdf"]
+    assert 'Document "Brief" (application/pdf, 1 page' in str(reading.report_markdown)
+    reached(settings, planned_id, JobStatus.PLAN_READY)
+    batch = json.loads(ok(env, "batch", "status", "--json", str(reading.batch_id)))
+    assert batch["finished_at"] is None, "a plan waiting for the user holds the digest back"
+    ok(env, "approve", planned_id)
+    assert reached(settings, planned_id, JobStatus.COMPLETED).report_path
+    digest = wait_for(lambda: json.loads(ok(env, "batch", "status", "--json", str(reading.batch_id)))["digest_path"],
+                      JOB_DEADLINE, "the batch digest")  # fmt: skip
+    assert Path(digest).read_text().count("- Status: completed") == 2

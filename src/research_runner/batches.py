@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -14,10 +15,10 @@ from typing import Generic, TypeVar
 from sqlalchemy import exists, update
 from sqlmodel import Session, col, select
 
-from research_runner import db, display, reports, store
+from research_runner import attachments, db, display, reports, store
 from research_runner.batchfile import Item
 from research_runner.exceptions import InvalidInput, JobNotFound
-from research_runner.models import ACTIVE_STATUSES, Batch, Job, utcnow
+from research_runner.models import OPEN_STATUSES, Batch, Job, utcnow
 from research_runner.settings import Settings
 
 DIGEST_FOLDER = "batches"
@@ -89,12 +90,15 @@ def add(
         name=name, source=source, schedule_id=schedule_id, due_at=due_at, job_count=len(fresh), created_at=now
     )
     session.add(batch)
-    config = settings.agent_config(charts=charts)
     for position, item in enumerate(fresh, 1):
+        config = settings.agent_config(charts=charts, planning=item.plan)
         job = store.new_job(settings, item.question, item.agent or agent, idempotency_key=item.idempotency_key,
                             batch_id=batch.id, tags=item.tags, held=False, agent_config=config)  # fmt: skip
         job.batch_position = position  # jobs of a batch share a creation time: this keeps the file's order
+        found = attachments.read([Path(f) for f in item.files])  # checked when read; read again as stored now
+        job.files = json.dumps([a.describe() for a in found]) if found else None
         session.add(job)
+        session.add_all(store.file_rows(job.id, found))
     return batch, len(items) - len(fresh)
 
 
@@ -149,7 +153,8 @@ def finalize_each(settings: Settings) -> Outcome[str]:
 
     Returns the digest paths written, and a Failure (batch id, name, error) for each batch that raised.
     """
-    active = exists().where(col(Job.batch_id) == Batch.id, col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))
+    # A plan waiting for the user is not an end: the digest waits for the research it leads to.
+    active = exists().where(col(Job.batch_id) == Batch.id, col(Job.status).in_([str(s) for s in OPEN_STATUSES]))
     with db.session(settings) as session:
         ready = list(session.exec(select(Batch).where(col(Batch.finished_at).is_(None), ~active)))
     outcome: Outcome[str] = Outcome()
