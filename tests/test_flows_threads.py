@@ -31,7 +31,7 @@ JOB_DEADLINE = 60.0
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, emulator_process: Any) -> Iterator[dict[str, str]]:
-    """One worker for every test here: each test uses its own jobs, so they share it safely."""
+    """The settings of every test here; they share one worker, each test with its own jobs."""
     folder = tmp_path_factory.mktemp("threads")
     db.upgrade(load_settings(database_url=postgres_url))
     with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -46,9 +46,14 @@ def env(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, emulator_pr
         "GEMINI_API_KEY": TEST_API_KEY,
         **FAST_POLICY,
     }
-    worker = WorkerProcess(env, folder / "worker.log", "--concurrency", "2")
     yield env
-    worker.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def worker(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log", "--concurrency", "2")
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +88,7 @@ def reached(settings: Settings, job_id: str, *statuses: JobStatus) -> Job:
     return wait_for(check, JOB_DEADLINE, f"job {job_id[:8]} to reach {statuses}", interval=0.2)  # type: ignore[no-any-return]
 
 
-def test_plan_revise_approve_then_report(env: dict[str, str], settings: Settings) -> None:
+def test_plan_revise_approve_then_report(env: dict[str, str], settings: Settings, worker: WorkerProcess) -> None:
     job_id = submit(env, "How do grid batteries earn money? [[emulator duration=0.3]]", "--plan")
     plan = reached(settings, job_id, JobStatus.PLAN_READY)
     waiting = json.loads(ok(env, "list", "--status", "plan_ready", "--json"))
@@ -91,6 +96,9 @@ def test_plan_revise_approve_then_report(env: dict[str, str], settings: Settings
     shown = ok(env, "show", job_id)
     assert shown.startswith(f"{job_id[:8]} · research plan (plan_ready)\n")
     assert "# Research plan: How do grid batteries earn money" in shown and "\n3. Open questions on " in shown
+    hint = f"plan ready: research show {job_id[:8]}"
+    assert hint in ok(env, "watch", "--once"), "watch lists a plan waiting for the user"
+    assert f"job {job_id[:8]}: {hint}, then approve or revise it" in worker.log(), "and the worker's task result"
 
     change = "Add a step on capacity markets"
     assert ok(env, "revise", job_id, change) == (
