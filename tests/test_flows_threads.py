@@ -261,6 +261,8 @@ def test_cancel_and_ask_on_a_job_in_requires_action(env: dict[str, str], setting
     cancelled_id = submit(env, "And you? [[emulator outcome=requires_action duration=0.3]]")
     waiting = reached(settings, asked_id, JobStatus.REQUIRES_ACTION)
     assert waiting.error == "the agent is waiting for input from you (requires_action)"
+    kept = frontmatter.loads(Path(str(waiting.report_path)).read_text())
+    assert kept["status"] == "requires_action" and "Please confirm or edit this plan" in kept.content
     reached(settings, cancelled_id, JobStatus.REQUIRES_ACTION)
 
     follow_up = json.loads(ok(env, "ask", "--json", asked_id, "Yes: go ahead, focus on costs"))
@@ -307,4 +309,8 @@ def test_a_batch_file_with_a_plan_and_files(env: dict[str, str], settings: Setti
     assert reached(settings, planned_id, JobStatus.COMPLETED).report_path
     digest = wait_for(lambda: json.loads(ok(env, "batch", "status", "--json", str(reading.batch_id)))["digest_path"],
                       JOB_DEADLINE, "the batch digest")  # fmt: skip
-    assert Path(digest).read_text().count("- Status: completed") == 2
+    text = Path(digest).read_text()
+    assert text.count("- Status: completed") == 2
+    costs = [store.find(settings, job_id).cost_usd or 0.0 for job_id in (planned_id, read_id)]
+    assert f"- Estimated cost: ${sum(costs):,.2f}\n" in text and f"- Estimated cost: ${costs[1]:,.2f}\n" in text
+    assert text.count("- Figures: 2\n") == 1 and text.count("- Figures: 1\n") == 2  # one chart each, two in all

@@ -206,6 +206,8 @@ def digest(batch: Batch, jobs: list[Job], folder: Path, finished: datetime) -> s
         f"- Jobs: {len(jobs)} — " + ", ".join(f"{status}: {n}" for status, n in sorted(tally.items())),
         f"- Duration: {display.duration_text((finished - batch.created_at).total_seconds())}",
         f"- Tokens: {tokens:,}",
+        f"- Estimated cost: ${sum(j.cost_usd or 0.0 for j in jobs):,.2f}",
+        f"- Figures: {sum(_figure_count(j) for j in jobs)}",
         "",
     ]
     for number, job in enumerate(jobs, 1):
@@ -220,12 +222,20 @@ def _entry(number: int, job: Job, folder: Path) -> list[str]:
     if job.report_path:
         link = os.path.relpath(job.report_path, folder)
         lines.append(f"- Report: [{reports.inline_text(job.report_title or link)}](<{link}>)")
+    if job.cost_usd is not None:
+        lines.append(f"- Estimated cost: ${job.cost_usd:,.2f}")
+    if job.figures:
+        lines.append(f"- Figures: {_figure_count(job)}")
     if job.error:
         lines.append(f"- Error: {reports.inline_text(job.error)}")
     paragraph = first_paragraph(job.report_markdown or "")
     if paragraph:
         lines += ["", "> " + paragraph.replace("<", "&lt;")]  # the model's Markdown stays, its raw HTML does not
     return [*lines, ""]
+
+
+def _figure_count(job: Job) -> int:
+    return len(json.loads(job.figures)) if job.figures else 0
 
 
 def first_paragraph(markdown: str) -> str:
