@@ -256,6 +256,19 @@ def test_bad_files_are_one_line_naming_the_file_and_store_nothing(
     assert len(store.list_jobs(settings, limit=1000)) == before
 
 
+def test_a_plan_under_review_can_be_cancelled(env: dict[str, str], settings: Settings, emulator_process: Any) -> None:
+    job_id = submit(env, "Is this worth researching? [[emulator duration=0.2]]", "--plan")
+    reached(settings, job_id, JobStatus.PLAN_READY)
+    created = emulator_process.stats()["interactions_created"]
+    assert (
+        ok(env, "cancel", job_id) == f"Job {job_id[:8]} cancelled: cancelled by the user while its research "
+        "plan waited for review\n"
+    )
+    job = store.find(settings, job_id)
+    assert job.status == JobStatus.CANCELLED and job.finished_at and job.report_path is None
+    assert emulator_process.stats()["interactions_created"] == created, "nothing more was created"
+
+
 def test_cancel_and_ask_on_a_job_in_requires_action(env: dict[str, str], settings: Settings) -> None:
     asked_id = submit(env, "Will you ask me first? [[emulator outcome=requires_action duration=0.3]]")
     cancelled_id = submit(env, "And you? [[emulator outcome=requires_action duration=0.3]]")
