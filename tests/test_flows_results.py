@@ -97,6 +97,8 @@ def check_charts(env: dict[str, str], job: Job, count: int) -> list[Path]:
     assert status_json(env, job.id)["figures"] == [str(f) for f in figures]
     card = invoke(env, "status", job.id).stdout
     assert f"figures:        {', '.join(str(f) for f in figures)}\n" in card
+    shown = invoke(env, "show", job.id).stdout
+    assert f"\nfigures: {', '.join(str(f) for f in figures)}\n" in shown and f"](<{report.stem}/figure-1.png>)" in shown
     return [report, *figures]
 
 
@@ -106,6 +108,7 @@ def test_charts_cost_usage_delete_and_purge(
     start_worker(env, "--concurrency", "2")
     charted = submit(env, "How do heat pumps work in winter? [[emulator duration=0.4 charts=2]]")
     broken = submit(env, "Why are tides regular? [[emulator duration=0.3 charts=2 chart=broken-base64]]")
+    unknown_type = submit(env, "Why is the sea salty? [[emulator duration=0.3 charts=1 chart=broken-mime]]")
     plain = submit(env, "Which trees grow fastest? [[emulator duration=0.3 charts=3]]", "--no-charts")
     stuck = submit(env, "Does this ever end? [[emulator outcome=stuck]]")
 
@@ -120,12 +123,19 @@ def test_charts_cost_usage_delete_and_purge(
     assert frontmatter.loads(text)["figures_skipped"] == 1
     assert [Path(p).name for p in json.loads(skipped.figures or "[]")] == ["figure-2.png"]
 
+    mime = ended(settings, unknown_type)
+    assert mime.status == JobStatus.COMPLETED and mime.figures is None
+    assert (
+        "> Figure 1 could not be kept: its type 'image/x-emulated-unknown' is not one of image/png, image/jpeg, "
+        "image/gif, image/webp." in str(mime.report_markdown)
+    )
+
     no_charts = ended(settings, plain)
     assert no_charts.status == JobStatus.COMPLETED and status_json(env, plain)["figures"] == []
     assert raw_interaction(emulator, str(no_charts.interaction_id))["agent_config"]["visualization"] == "off"
     assert "](<" not in Path(str(no_charts.report_path)).read_text().split("## Sources")[0]
 
-    check_costs(env, emulator, [job, skipped, no_charts])
+    check_costs(env, emulator, [job, skipped, mime, no_charts])
     check_delete(env, settings, emulator, job, files, stuck)
     check_purge(env, emulator, [skipped, no_charts])
 
@@ -147,7 +157,8 @@ def check_costs(env: dict[str, str], emulator: Any, jobs: list[Job]) -> None:
     result = invoke(env, "usage", "--json")
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)
-    assert (row["agent"], row["jobs"], row["searches"], row["total_tokens"]) == (DEFAULT_AGENT, 3, searches, tokens)
+    totals = (row["agent"], row["jobs"], row["searches"], row["total_tokens"])
+    assert totals == (DEFAULT_AGENT, len(jobs), searches, tokens)
     assert row["cost_usd"] == pytest.approx(total, abs=1e-4) and row["unpriced_jobs"] == 0
     table = invoke(env, "usage").stdout
     assert f"Total estimated cost: ${total:,.2f} (prices as of " in table
@@ -204,11 +215,13 @@ def test_a_budget_holds_new_creates_back_but_never_cuts_a_running_job(
 ) -> None:
     tiny = {**env, "RESEARCH_MONTHLY_BUDGET_USD": "0.0001"}
     worker = start_worker(tiny)
-    long = submit(tiny, "A longer one? [[emulator duration=3]]")
+    long = submit(tiny, "A longer one? [[emulator duration=2.5]]")
     short = submit(tiny, "A short one? [[emulator duration=0.3]]")
-    assert ended(settings, short).status == JobStatus.COMPLETED
-    assert store.find(settings, long).status == JobStatus.RUNNING, "the budget is reached while it runs"
-    assert ended(settings, long).status == JobStatus.COMPLETED, "a running job is never cut off"
+    first = ended(settings, short)
+    assert first.status == JobStatus.COMPLETED and (first.cost_usd or 0) > 0.0001, "this spend reaches the budget"
+    last = ended(settings, long)
+    assert last.status == JobStatus.COMPLETED, "a running job is never cut off"
+    assert last.finished_at and first.finished_at and last.finished_at > first.finished_at, "it ran past the budget"
 
     held = submit(tiny, "One more? [[emulator duration=0.3]]")
     reason = wait_for(lambda: store.find(settings, held).error, 30, "the budget reason")
