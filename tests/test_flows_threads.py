@@ -21,7 +21,9 @@ from click.testing import CliRunner, Result
 from research_runner import db, store
 from research_runner.attachments import MAX_TOTAL_BYTES
 from research_runner.cli import cli
+from research_runner.constants import DEFAULT_AGENT
 from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
+from research_runner.pricing import DEFAULT_PRICES
 from research_runner.settings import Settings, load_settings
 
 from conftest import FAST_POLICY, REDIS_URL, TEST_API_KEY, WorkerProcess, wait_for
@@ -88,7 +90,20 @@ def reached(settings: Settings, job_id: str, *statuses: JobStatus) -> Job:
     return wait_for(check, JOB_DEADLINE, f"job {job_id[:8]} to reach {statuses}", interval=0.2)  # type: ignore[no-any-return]
 
 
-def test_plan_revise_approve_then_report(env: dict[str, str], settings: Settings, worker: WorkerProcess) -> None:
+def interaction_cost(emulator: Any, interaction_id: str) -> float:
+    """Dollars at the default price table for the usage the emulator reported."""
+    usage = emulator.client().interactions.with_raw_response.get(interaction_id).json()["usage"]
+    price = DEFAULT_PRICES[DEFAULT_AGENT]
+    tokens_in = usage.get("total_input_tokens", 0) + usage.get("total_tool_use_tokens", 0)
+    tokens_out = usage.get("total_output_tokens", 0) + usage.get("total_thought_tokens", 0)
+    searches = sum(c["count"] for c in usage.get("grounding_tool_count", []))
+    return float(tokens_in * price.input_per_million / 1e6 + tokens_out * price.output_per_million / 1e6
+                 + searches * price.per_search)  # fmt: skip
+
+
+def test_plan_revise_approve_then_report(
+    env: dict[str, str], settings: Settings, worker: WorkerProcess, emulator_process: Any
+) -> None:
     job_id = submit(env, "How do grid batteries earn money? [[emulator duration=0.3]]", "--plan")
     plan = reached(settings, job_id, JobStatus.PLAN_READY)
     waiting = json.loads(ok(env, "list", "--status", "plan_ready", "--json"))
@@ -121,6 +136,10 @@ def test_plan_revise_approve_then_report(env: dict[str, str], settings: Settings
     kinds = [(turn["kind"], turn["interaction_id"]) for turn in status["interactions"]]
     assert [kind for kind, _ in kinds] == ["plan", "revise", "approve"]
     assert len({interaction for _, interaction in kinds}) == 3 and kinds[-1][1] == done.interaction_id
+    # Every turn was billed: the plan, the revised plan and the research.
+    expected = sum(interaction_cost(emulator_process, interaction) for _, interaction in kinds)
+    assert done.cost_usd == pytest.approx(expected, abs=1e-3) and status["estimated_cost_usd"] == done.cost_usd
+    assert frontmatter.loads(report)["estimated_cost_usd"] == done.cost_usd
     turn_inputs = [turn.input or "" for turn in store.turns_of(settings, job_id)]
     assert turn_inputs[1] == change and turn_inputs[2].endswith("Focus on Europe")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from research_runner import attachments, outcome, ratelimit, store
+from research_runner import attachments, outcome, pricing, ratelimit, store
 from research_runner.constants import JOB_LABEL
 from research_runner.exceptions import (
     CreateOutcomeUnknown,
@@ -351,7 +351,8 @@ def _plan_ready(settings: Settings, job: Job, snapshot: Snapshot) -> None:
         settings, job.id, ACTIVE_STATUSES, status=JobStatus.PLAN_READY, remote_status=snapshot.status,
         plan_markdown=snapshot.text.strip(), previous_interaction_id=snapshot.id, next_poll_at=None,
         lease_until=None, poll_count=job.poll_count + 1, error=None,
-        last_thought=snapshot.last_thought or job.last_thought,
+        last_thought=snapshot.last_thought or job.last_thought, cost_usd=pricing.plus(
+            job.cost_usd, pricing.estimate(settings.prices.get(job.agent), snapshot.usage, snapshot.searches)),
     )  # fmt: skip
 
 
