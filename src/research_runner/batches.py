@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -14,10 +15,10 @@ from typing import Generic, TypeVar
 from sqlalchemy import exists, update
 from sqlmodel import Session, col, select
 
-from research_runner import db, display, reports, store
+from research_runner import attachments, db, display, reports, store
 from research_runner.batchfile import Item
 from research_runner.exceptions import InvalidInput, JobNotFound
-from research_runner.models import ACTIVE_STATUSES, Batch, Job, utcnow
+from research_runner.models import OPEN_STATUSES, Batch, Job, utcnow
 from research_runner.settings import Settings
 
 DIGEST_FOLDER = "batches"
@@ -89,12 +90,15 @@ def add(
         name=name, source=source, schedule_id=schedule_id, due_at=due_at, job_count=len(fresh), created_at=now
     )
     session.add(batch)
-    config = settings.agent_config(charts=charts)
     for position, item in enumerate(fresh, 1):
+        config = settings.agent_config(charts=charts, planning=item.plan)
         job = store.new_job(settings, item.question, item.agent or agent, idempotency_key=item.idempotency_key,
                             batch_id=batch.id, tags=item.tags, held=False, agent_config=config)  # fmt: skip
         job.batch_position = position  # jobs of a batch share a creation time: this keeps the file's order
+        found = attachments.read([Path(f) for f in item.files])  # checked when read; read again as stored now
+        job.files = json.dumps([a.describe() for a in found]) if found else None
         session.add(job)
+        session.add_all(store.file_rows(job.id, found))
     return batch, len(items) - len(fresh)
 
 
@@ -149,7 +153,8 @@ def finalize_each(settings: Settings) -> Outcome[str]:
 
     Returns the digest paths written, and a Failure (batch id, name, error) for each batch that raised.
     """
-    active = exists().where(col(Job.batch_id) == Batch.id, col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))
+    # A plan waiting for the user is not an end: the digest waits for the research it leads to.
+    active = exists().where(col(Job.batch_id) == Batch.id, col(Job.status).in_([str(s) for s in OPEN_STATUSES]))
     with db.session(settings) as session:
         ready = list(session.exec(select(Batch).where(col(Batch.finished_at).is_(None), ~active)))
     outcome: Outcome[str] = Outcome()
@@ -201,6 +206,8 @@ def digest(batch: Batch, jobs: list[Job], folder: Path, finished: datetime) -> s
         f"- Jobs: {len(jobs)} — " + ", ".join(f"{status}: {n}" for status, n in sorted(tally.items())),
         f"- Duration: {display.duration_text((finished - batch.created_at).total_seconds())}",
         f"- Tokens: {tokens:,}",
+        f"- Estimated cost: ${sum(j.cost_usd or 0.0 for j in jobs):,.2f}",
+        f"- Figures: {sum(_figure_count(j) for j in jobs)}",
         "",
     ]
     for number, job in enumerate(jobs, 1):
@@ -215,12 +222,20 @@ def _entry(number: int, job: Job, folder: Path) -> list[str]:
     if job.report_path:
         link = os.path.relpath(job.report_path, folder)
         lines.append(f"- Report: [{reports.inline_text(job.report_title or link)}](<{link}>)")
+    if job.cost_usd is not None:
+        lines.append(f"- Estimated cost: ${job.cost_usd:,.2f}")
+    if job.figures:
+        lines.append(f"- Figures: {_figure_count(job)}")
     if job.error:
         lines.append(f"- Error: {reports.inline_text(job.error)}")
     paragraph = first_paragraph(job.report_markdown or "")
     if paragraph:
         lines += ["", "> " + paragraph.replace("<", "&lt;")]  # the model's Markdown stays, its raw HTML does not
     return [*lines, ""]
+
+
+def _figure_count(job: Job) -> int:
+    return len(json.loads(job.figures)) if job.figures else 0
 
 
 def first_paragraph(markdown: str) -> str:

@@ -14,12 +14,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from research_runner import attachments
 from research_runner.exceptions import InvalidInput
 from research_runner.validation import agent_problem, key_problem, question_problem
 
 MAX_BATCH_ITEMS = 1000
 MAX_BATCH_BYTES = 5 * 1024 * 1024
-CSV_COLUMNS = frozenset({"question", "agent", "tags", "idempotency_key"})
+CSV_COLUMNS = frozenset({"question", "agent", "tags", "idempotency_key", "plan", "files"})
+# How a CSV cell says yes or no to `plan` (JSON Lines take true or false).
+FLAGS = {"true": True, "false": False}
 # Enough to see a pattern (a wrong encoding, a shifted column) without a wall of text.
 MAX_REPORTED_ERRORS = 20
 
@@ -30,6 +33,8 @@ class Item:
     agent: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
     idempotency_key: str | None = None
+    plan: bool = False  # review the agent's research plan first (the job waits in plan_ready)
+    files: tuple[str, ...] = ()  # images or PDFs sent with the question, resolved against the batch file's folder
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -57,7 +62,7 @@ def read(path: Path) -> list[Item]:
         raise InvalidInput(f"batch file {path} does not exist") from None
     except OSError as exc:
         raise InvalidInput(f"cannot read batch file {path}: {exc}") from None
-    return parse(decode(data, path.name), path.name, path.suffix.lower())
+    return parse(decode(data, path.name), path.name, path.suffix.lower(), path.parent)
 
 
 def decode(data: bytes, source: str) -> str:
@@ -90,7 +95,8 @@ def combined(source: str, errors: list[LineError]) -> InvalidInput:
     return InvalidInput("\n".join([f"{source} has {len(errors)} bad lines:", *shown]))
 
 
-def parse(text: str, source: str, suffix: str) -> list[Item]:
+def parse(text: str, source: str, suffix: str, folder: Path | None = None) -> list[Item]:
+    """The items of a batch file's text; `files` paths are relative to `folder` (default: the working folder)."""
     reader = {".csv": _csv, ".jsonl": _jsonl, ".ndjson": _jsonl}.get(suffix, _plain)
     numbered: list[tuple[int, Item]] = []
     errors: list[LineError] = []
@@ -98,7 +104,7 @@ def parse(text: str, source: str, suffix: str) -> list[Item]:
         try:
             if isinstance(record, LineError):
                 raise record
-            numbered.append((number, _item(source, number, record)))
+            numbered.append((number, _item(source, number, record, folder or Path())))
         except LineError as exc:
             errors.append(exc)
     errors += _repeated_keys(numbered, source)
@@ -166,12 +172,16 @@ def _row(source: str, number: int, header: list[str], row: list[str]) -> dict[st
     cells = {name: cell.strip() for name, cell in zip(header, row, strict=False) if cell.strip()}
     if "" in cells:
         return LineError(source, number, "a value in a column without a name in the header")
-    if "tags" in cells:
-        return {**cells, "tags": [t.strip() for t in cells["tags"].split(";") if t.strip()]}
-    return dict(cells)
+    record: dict[str, Any] = dict(cells)
+    for name in ("tags", "files"):  # lists in one cell, separated by ";"
+        if name in cells:
+            record[name] = [part.strip() for part in cells[name].split(";") if part.strip()]
+    if "plan" in cells:
+        record["plan"] = FLAGS.get(cells["plan"].lower(), cells["plan"])
+    return record
 
 
-def _item(source: str, number: int, record: dict[str, Any]) -> Item:
+def _item(source: str, number: int, record: dict[str, Any], folder: Path) -> Item:
     unknown = set(record) - CSV_COLUMNS
     if unknown:
         raise LineError(source, number, f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -189,7 +199,28 @@ def _item(source: str, number: int, record: dict[str, Any]) -> Item:
         _agent(source, number, record.get("agent")),
         _tags(source, number, record),
         _key(source, number, record.get("idempotency_key")),
+        _plan(source, number, record.get("plan", False)),
+        _files(source, number, record.get("files", []), folder),
     )
+
+
+def _plan(source: str, number: int, plan: Any) -> bool:
+    if not isinstance(plan, bool):
+        raise LineError(source, number, f"plan must be true or false, not {plan!r}")
+    return plan
+
+
+def _files(source: str, number: int, files: Any, folder: Path) -> tuple[str, ...]:
+    """Each file checked now (exists, readable, a supported type, within the limits), so nothing is stored
+    for a batch with a bad one; kept as paths, read again when the batch is stored."""
+    if not isinstance(files, list) or not all(isinstance(f, str) and f.strip() for f in files):
+        raise LineError(source, number, "files must be a list of paths")
+    paths = [folder / f.strip() for f in files]
+    try:
+        attachments.read(paths)
+    except InvalidInput as exc:
+        raise LineError(source, number, str(exc)) from None
+    return tuple(str(path) for path in paths)
 
 
 def _holds_nul(value: Any) -> bool:

@@ -398,6 +398,9 @@ class Client:
         if bool(queries) == bool(file):
             raise InvalidInput("give the questions with --query (repeatable) or --file, not both")
         items = batchfile.read(file) if file else [Item(clean_question(q)) for q in queries]
+        if any(item.plan or item.files for item in items):
+            # A schedule runs unattended and fires long after its file was read: no plan to review, no files.
+            raise InvalidInput("a schedule's questions cannot use `plan` or `files`; submit those as a batch")
         agent = clean_agent(agent or self.settings.agent)
         return schedules.add(self.db, name, cron, items, agent, timezone, catch_up)
 

@@ -102,11 +102,19 @@ def preview(text: str | None, limit: int) -> str:
     return cut(" ".join((text or "").split()), limit)
 
 
+def plan_hint(job: Job) -> str:
+    """What a job waiting with its research plan asks of the user."""
+    return f"plan ready: research show {job.short_id}"
+
+
+def activity(job: Job) -> str:
+    """The latest thing a job has to say: that its plan waits for the user, else its latest thought."""
+    return plan_hint(job) if job.status == JobStatus.PLAN_READY else preview(job.last_thought, THOUGHT_PREVIEW)
+
+
 def progress_line(job: Job) -> str:
     parts = [job.short_id, job.status, elapsed(job), f"{job.poll_count} polls"]
-    if job.last_thought:
-        parts.append(preview(job.last_thought, THOUGHT_PREVIEW))
-    return " · ".join(parts)
+    return " · ".join([*parts, activity(job)] if activity(job) else parts)
 
 
 def outcome_line(job: Job) -> str:

@@ -24,7 +24,10 @@ def finish(settings: Settings, job: Job, snapshot: Snapshot, from_statuses: Iter
     """Store the outcome once: the files first (atomically), then the row and its charts in one transaction."""
     finished_at = utcnow()
     status = REMOTE_TERMINAL[snapshot.status]
-    cost = pricing.estimate(settings.prices.get(job.agent), snapshot.usage, snapshot.searches)
+    # A running job's cost so far is its plans', which were billed too: the estimate covers the whole thread. One
+    # ended already (requires_action) has this interaction's own estimate, which must not count twice.
+    earlier = job.cost_usd if job.status in ACTIVE_STATUSES else None
+    cost = pricing.plus(earlier, pricing.estimate(settings.prices.get(job.agent), snapshot.usage, snapshot.searches))
     report = reports.render(job, snapshot, finished_at, cost) if snapshot.text.strip() else None
     path, written, unwritten = _save(settings, job, report)
     won = store.finish(

@@ -51,6 +51,13 @@ def estimate(price: AgentPrice | None, usage: dict[str, Any], searches: int) -> 
     return round(dollars, 4)
 
 
+def plus(earlier: float | None, cost: float | None) -> float | None:
+    """A job's running estimate: every turn of its thread (plans, revisions, the research) is billed."""
+    if earlier is None or cost is None:
+        return cost if earlier is None else earlier
+    return round(earlier + cost, 4)
+
+
 @dataclass
 class UsageRow:
     """Totals of the jobs that finished on one day with one agent."""

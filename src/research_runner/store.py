@@ -69,12 +69,17 @@ def add_with_files(settings: Settings, job: Job, files: Sequence[Attachment]) ->
     """A new job and the files that go with its question, in one transaction."""
     with db.session(settings) as session:
         session.add(job)
-        session.add_all(
-            JobFile(job_id=job.id, position=n, name=f.name, mime_type=f.mime_type, size=f.size, sha256=f.sha256,
-                    data=f.data)
-            for n, f in enumerate(files, 1)
-        )  # fmt: skip
+        session.add_all(file_rows(job.id, files))
     return job
+
+
+def file_rows(job_id: str, files: Sequence[Attachment]) -> list[JobFile]:
+    """The rows that keep a job's files, in the order they go with its question."""
+    return [
+        JobFile(job_id=job_id, position=n, name=f.name, mime_type=f.mime_type, size=f.size, sha256=f.sha256,
+                data=f.data)
+        for n, f in enumerate(files, 1)
+    ]  # fmt: skip
 
 
 def transition(settings: Settings, job_id: str, from_statuses: Iterable[str], **values: Any) -> bool:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
 REFRESH_SECONDS = 1.0
 WATCH_LIMIT = 200  # rows a terminal can usefully show
 QUESTION_COLUMN = 40
+# A plan waiting for the user is shown with the running jobs: the research goes on only once it is approved.
+WATCHED_STATUSES = ACTIVE_STATUSES | {JobStatus.PLAN_READY}
 
 
 def jobs_table(shown: list[Job]) -> Table:
@@ -41,7 +43,7 @@ def jobs_table(shown: list[Job]) -> Table:
             display.elapsed(job),
             str(job.poll_count),
             display.preview(job.question, QUESTION_COLUMN),
-            display.preview(job.last_thought, 100),
+            display.activity(job),
         )
         table.add_row(*(Text(cell) for cell in cells))
     return table
@@ -72,7 +74,7 @@ class LiveJobs:
             return
         for job in shown:
             key = (job.status, job.last_thought)
-            if self._seen.get(job.id) != key and job.status in ACTIVE_STATUSES:
+            if self._seen.get(job.id) != key and job.status in WATCHED_STATUSES:
                 self.console.print(Text(display.progress_line(job)), highlight=False, soft_wrap=True)
             self._seen[job.id] = key
 
@@ -84,7 +86,7 @@ class LiveJobs:
 def running_jobs(settings: Settings) -> list[Job]:
     query = (
         select(Job)
-        .where(col(Job.status).in_([str(s) for s in ACTIVE_STATUSES]))
+        .where(col(Job.status).in_([str(s) for s in WATCHED_STATUSES]))
         .order_by(col(Job.created_at))
         .limit(WATCH_LIMIT)
     )

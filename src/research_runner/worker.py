@@ -163,7 +163,10 @@ def _describe(
     summary = {"job_id": job.id, "status": job.status, "title": job.report_title, "report_path": job.report_path}
     if web_url:
         summary["web_url"] = f"{web_url}/jobs/{job.id}"
-    if job.status in ENDED_STATUSES:
+    if job.status == JobStatus.PLAN_READY:  # not an end: the user reviews the plan, then approves or revises
+        log.info("job %s: %s, then approve or revise it", job.short_id, display.plan_hint(job))
+        summary["next"] = display.plan_hint(job)
+    elif job.status in ENDED_STATUSES:
         log.info(
             "job %s finished: %s (polls: %d, report: %s)",
             job.short_id,

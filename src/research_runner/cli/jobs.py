@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,6 +208,8 @@ def _show_one(job: Job) -> bool:
     where = f"follow-up of {job.parent_id[:8]} · " if job.parent_id else ""
     if job.report_markdown:
         display.render_markdown(out, job.report_markdown, f"{job.short_id} · {where}{job.status} · {job.report_path}")
+        if job.figures:  # the report refers to them relative to itself; here, where they are
+            out.out(f"figures: {', '.join(json.loads(job.figures))}", highlight=False)
         return True
     if job.plan_markdown:
         display.render_markdown(out, job.plan_markdown, f"{job.short_id} · {where}research plan ({job.status})")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from research_runner import attachments, outcome, ratelimit, store
+from research_runner import attachments, outcome, pricing, ratelimit, store
 from research_runner.constants import JOB_LABEL
 from research_runner.exceptions import (
     CreateOutcomeUnknown,
@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
 
 log = logging.getLogger("research_runner.lifecycle")
 _rng = random.Random()
-BUDGET_RECHECK_SECONDS = 60.0
 
 
 def backoff_delay(settings: Settings, polls_done: int) -> float:
@@ -154,7 +153,8 @@ def _over_budget(settings: Settings, job: Job) -> bool:
         return False
     store.transition(
         settings, job.id, [JobStatus.QUEUED], lease_until=None,
-        next_poll_at=utcnow() + timedelta(seconds=BUDGET_RECHECK_SECONDS),
+        # As often as a running job is polled at the slowest: a raised budget is seen within that time.
+        next_poll_at=utcnow() + timedelta(seconds=settings.poll_max),
         error=f"waiting for budget: this month's estimated spend ${spent:.2f} has reached "
         f"RESEARCH_MONTHLY_BUDGET_USD (${budget:.2f}); it starts when the budget is raised or the month turns",
     )  # fmt: skip
@@ -351,7 +351,8 @@ def _plan_ready(settings: Settings, job: Job, snapshot: Snapshot) -> None:
         settings, job.id, ACTIVE_STATUSES, status=JobStatus.PLAN_READY, remote_status=snapshot.status,
         plan_markdown=snapshot.text.strip(), previous_interaction_id=snapshot.id, next_poll_at=None,
         lease_until=None, poll_count=job.poll_count + 1, error=None,
-        last_thought=snapshot.last_thought or job.last_thought,
+        last_thought=snapshot.last_thought or job.last_thought, cost_usd=pricing.plus(
+            job.cost_usd, pricing.estimate(settings.prices.get(job.agent), snapshot.usage, snapshot.searches)),
     )  # fmt: skip
 
 

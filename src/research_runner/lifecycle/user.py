@@ -73,6 +73,8 @@ def ask(settings: Settings, ref: str, question: str, agent_config: dict[str, Any
 
 def cancel(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway]) -> Job:
     job = store.find(settings, ref)
+    if job.status == JobStatus.PLAN_READY:
+        return _drop_plan(settings, job)
     if job.status in ATTENTION_STATUSES and job.interaction_id:
         return _cancel_waiting(settings, job, gateway_factory())
     if job.status not in ACTIVE_STATUSES:
@@ -106,6 +108,16 @@ def cancel(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway])
     if job.status in ACTIVE_STATUSES:  # never report a refused cancel as a cancel
         raise InvalidJobState(f"the API did not cancel job {job.short_id}: it reports {snapshot.status}; try again")
     return job
+
+
+def _drop_plan(settings: Settings, job: Job) -> Job:
+    """The plan's interaction has ended (it completed with the plan): nothing runs, so the job just ends here."""
+    if not store.transition(
+        settings, job.id, [JobStatus.PLAN_READY], status=JobStatus.CANCELLED, finished_at=utcnow(), next_poll_at=None,
+        lease_until=None, error="cancelled by the user while its research plan waited for review",
+    ):  # fmt: skip
+        raise InvalidJobState(f"job {job.short_id} changed meanwhile; look at it again with `research status`")
+    return reload(settings, job.id)
 
 
 def _cancel_elsewhere(settings: Settings, job: Job, gateway: Gateway) -> Job:
