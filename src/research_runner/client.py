@@ -332,6 +332,7 @@ class Client:
     def _interrupted(self, job_id: str, private: bool, notice: Callable[[str], None]) -> None:
         if private:  # the private emulator dies with this process, and its interaction with it
             lifecycle.abandon(self.settings, job_id, "interrupted; the private emulator stopped with `research run`")
+            notice(f"Job {job_id[:8]} cancelled: its private emulator stopped with this command.")
             return
         notice(f"Job {job_id[:8]} goes on: a `research worker` will finish it, or `research cancel {job_id[:8]}`.")
 

@@ -60,7 +60,7 @@ class LiveJobs:
 
     def __enter__(self) -> LiveJobs:
         if self.console.is_terminal:
-            self._live = Live(Text("starting…"), console=self.console, transient=self._transient, refresh_per_second=4)
+            self._live = Live(Text(""), console=self.console, transient=self._transient, refresh_per_second=4)
             self._live.start()
         return self
 
@@ -80,6 +80,8 @@ class LiveJobs:
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         if self._live is not None:
+            # Drawn empty first: stopped mid-redraw (Ctrl-C), a transient view would leave lines behind.
+            self._live.update(Text(""), refresh=True)
             self._live.stop()
 
 

@@ -29,9 +29,12 @@ def research_options(func: Any) -> Any:
 
 def _progress() -> LiveJobs:
     """Progress goes to stderr, so stdout carries only the result (a line, or JSON); drawn as `research watch`."""
+    from rich.console import Console
+
     from research_runner.watch import LiveJobs
 
-    return LiveJobs(console(stderr=True))
+    # Not soft-wrapped: a live view must know how many lines it drew to erase them (on Ctrl-C too).
+    return LiveJobs(Console(file=sys.stderr, highlight=False))
 
 
 @click.command()
@@ -98,13 +101,13 @@ def run(
         research run "Which open datasets track urban tree cover?" --emulator
     """
     client = client_of(ctx)
-    notice = console(stderr=True)
     review = _review if plan and sys.stdin.isatty() else None
     try:
         with _progress() as view:
+            # Through the view's own console, so a line prints above the live table instead of through it.
             job = client.run(question, agent=agent, emulator=emulator, progress=view, charts=False if no_charts
                              else None, plan=plan, files=files, review=review,
-                             notice=lambda line: notice.print(line, markup=False))  # fmt: skip
+                             notice=lambda line: view.console.print(line, markup=False))  # fmt: skip
     except KeyboardInterrupt:
         raise click.Abort() from None
     finish(job, as_json)
