@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -244,3 +245,14 @@ def _dump_database(settings: Settings) -> str:
         for table in inspect(engine).get_table_names():
             lines += [f"{table}: {tuple(row)}" for row in conn.execute(text(f'SELECT * FROM "{table}"'))]
     return "\n".join(lines)
+
+
+def test_flower_metrics_name_only_workers_however_many_commands_sent_tasks(stack: Stack) -> None:
+    for n in range(3):  # every CLI call is its own process, with its own Celery hostname
+        sent = CliRunner().invoke(cli, ["submit", f"Metrics {n} [[emulator duration=0.2]]"], env=stack.env)
+        assert sent.exit_code == 0, sent.output
+    wait_for(lambda: len(stack.flower.tasks("research.submit")) >= 4, 30, "Flower to see the submits run")
+    status, metrics = stack.flower.get("/metrics")
+    assert status == 200
+    labels = set(re.findall(r'worker="([^"]+)"', metrics))
+    assert labels and all(label.startswith("research-") for label in labels), labels

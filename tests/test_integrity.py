@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
+from sqlalchemy import text, update
+from sqlmodel import col
 
 from research_runner import broker, db, lifecycle, store
 from research_runner.cli import cli
@@ -53,6 +54,11 @@ def test_a_broken_schedule_costs_healthy_jobs_nothing_and_is_paused_with_its_rea
     assert added.exit_code == 0, added.output
     with db.session(settings) as session:  # stored by an older version: a cron that can never fire
         session.execute(text("UPDATE schedules SET cron = '0 9 30 2 *', next_run_at = :due"), {"due": utcnow()})
+    fine = invoke(
+        runner_env, "schedule", "add", "fine", "--cron", "0 9 * * 1", "--query", "Fine [[emulator duration=0]]"
+    )
+    assert fine.exit_code == 0, fine.output
+    _due_now(settings, "fine")  # beside the broken one
     healthy = create_job(settings, "Still answered? [[emulator duration=0.3]]")
     store.transition(settings, healthy.id, [JobStatus.QUEUED], lease_until=None)
     worker = start_worker(runner_env)
@@ -63,17 +69,29 @@ def test_a_broken_schedule_costs_healthy_jobs_nothing_and_is_paused_with_its_rea
         failed = wait_for(lambda n=attempt: _schedule(settings, n), 30, f"failed firing {attempt}")  # type: ignore[misc]
         if attempt < 3:
             with db.session(settings) as session:
-                session.execute(text("UPDATE schedules SET next_run_at = :due"), {"due": utcnow()})
+                session.execute(
+                    text("UPDATE schedules SET next_run_at = :due WHERE name = 'broken'"), {"due": utcnow()}
+                )
     assert failed.paused and failed.last_error.startswith("paused after 3 failed firings in a row")
     shown = invoke(runner_env, "schedule", "show", "broken").output
     assert "paused after 3 failed firings" in shown
     doctor = invoke(runner_env, "doctor").output
     assert "FAIL schedule broken: 3 failed firing(s)" in doctor
+    assert "schedule fired: batch" in worker.log() and "(fine " in worker.log(), "one log line per firing"
+    assert "dispatch tick: dispatched" not in worker.log(), "handing out steps alone is not logged at INFO"
+
+
+def _due_now(settings: Settings, name: str) -> None:
+    # Through the model's column type: SQLite compares the stored text, so it must be written the same way.
+    with db.session(settings) as session:
+        session.execute(update(Schedule).where(col(Schedule.name) == name).values(next_run_at=utcnow()))
 
 
 def _schedule(settings: Settings, failures: int) -> Schedule | None:
     with db.session(settings) as session:
-        found = session.get(Schedule, session.execute(text("SELECT id FROM schedules")).scalar_one())
+        found = session.get(
+            Schedule, session.execute(text("SELECT id FROM schedules WHERE name = 'broken'")).scalar_one()
+        )
     return found if found is not None and found.failures >= failures else None
 
 
@@ -213,3 +231,18 @@ def _delivered(settings: Settings) -> int:
             return int(conn.execute(text("SELECT count(*) FROM kombu_message WHERE visible = 0")).scalar_one())
     finally:
         engine.dispose()
+
+
+def test_a_step_that_fails_for_one_job_is_noted_on_its_row_and_costs_the_others_nothing(
+    settings: Settings, emulator: Any
+) -> None:
+    good, bad = (create_job(settings, f"{q} [[emulator duration=600]]") for q in ("Fine", "Corrupted"))
+    with db.session(settings) as session:  # a row no version could read
+        session.execute(text("UPDATE jobs SET agent_config = '{oops' WHERE id = :id"), {"id": bad.id})
+
+    with pytest.raises(json.JSONDecodeError):
+        lifecycle.start_many(settings, Gateway(settings), [bad.id, good.id])
+
+    started, broken = store.load(settings, good.id), store.load(settings, bad.id)
+    assert started is not None and started.status == JobStatus.RUNNING
+    assert broken is not None and broken.error is not None and broken.error.startswith("a step failed")

@@ -373,3 +373,9 @@ def overdue(settings: Settings, due_before: datetime) -> tuple[int, datetime | N
     with db.session(settings) as session:
         count, oldest = session.execute(query).one()
     return int(count), oldest
+
+
+def note_error(settings: Settings, job_id: str, error: str) -> None:
+    """Say on a job's row what went wrong with its last step, whatever its status (the status stays)."""
+    with db.session(settings) as session:
+        session.execute(update(Job).where(col(Job.id) == job_id).values(error=error, updated_at=utcnow()))

@@ -4,6 +4,7 @@ what the API says, down to the terminal transition (outcome.finish) or a plan fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -193,9 +194,10 @@ Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
 def _each(
-    mapper: Mapper, items: list[Any], step: Callable[[Any], Any], job_id_of: Callable[[Any], str]
+    settings: Settings, mapper: Mapper, items: list[Any], step: Callable[[Any], Any], job_id_of: Callable[[Any], str]
 ) -> tuple[list[Any], list[Exception]]:
-    """Run `step` on every item; a failure is logged, returned (its result is None) and costs the others nothing."""
+    """Run `step` on every item; a failure is logged, noted on the job's row (its status unchanged: the lease
+    lapses and the step runs again), returned (its result is None), and costs the others nothing."""
     failures: list[Exception] = []
 
     def one(item: Any) -> Any:
@@ -204,6 +206,8 @@ def _each(
         except Exception as exc:
             log.exception("job %s: step failed", job_id_of(item)[:8])
             failures.append(exc)
+            with contextlib.suppress(Exception):  # the database may be what failed
+                store.note_error(settings, job_id_of(item), f"a step failed and will be tried again: {exc!r}"[:500])
             return None
 
     return list(mapper(one, items)), failures
@@ -211,7 +215,7 @@ def _each(
 
 def start_many(settings: Settings, gateway: Gateway, job_ids: list[str], mapper: Mapper = map) -> None:
     """Create the interactions of several queued jobs; a failure is raised once every job has had its turn."""
-    _, failures = _each(mapper, job_ids, lambda job_id: start(settings, gateway, job_id), str)
+    _, failures = _each(settings, mapper, job_ids, lambda job_id: start(settings, gateway, job_id), str)
     if failures:
         raise failures[0]  # the failed jobs keep their lease and are handed out again once it lapses
 
@@ -223,7 +227,7 @@ def poll_many(
     found = store.load_many(settings, job_ids)
     pending: list[dict[str, Any]] = []  # jobs still running: rescheduled together in one round trip
     results, failures = _each(
-        mapper, found, lambda job: poll_job(settings, gateway, job, pending), lambda job: str(job.id)
+        settings, mapper, found, lambda job: poll_job(settings, gateway, job, pending), lambda job: str(job.id)
     )
     polled = dict(zip([job.id for job in found], results, strict=True))
     store.reschedule_all(settings, pending)  # the others' schedules are written even when one job failed
