@@ -135,28 +135,53 @@ def test_a_worker_creates_and_polls_a_batch_to_the_end(
     assert "Task research.submit" in worker.log() and "polled: completed" in worker.log()
 
 
-def test_a_worker_reads_polls_before_creates(
+def test_a_worker_reads_polls_and_creates_in_turn(
     env: dict[str, str], settings: Settings, start_worker: Any, emulator: Any
 ) -> None:
     gateway = Gateway(settings)
     running = [
-        _running(settings, gateway, f"Polled first {n} [[emulator duration=600]]") for n in range(JOBS_PER_MESSAGE + 1)
+        _running(settings, gateway, f"Polled {n} [[emulator duration=600]]") for n in range(2 * JOBS_PER_MESSAGE)
     ]
-    queued = create_job(settings, "Created last [[emulator duration=600]]", AGENT)
     app = create_app(settings)
-    enqueue(app, settings, queued.id, queued.question)  # the create is sent first...
+    queued = [create_job(settings, f"Created {n} [[emulator duration=600]]", AGENT) for n in range(2)]
+    for job in queued:  # two create messages are waiting first...
+        enqueue(app, settings, job.id, job.question)
     for job_id in running:
         assert store.transition(settings, job_id, [JobStatus.RUNNING], next_poll_at=utcnow() - timedelta(seconds=1))
     assert app.research_dispatch().dispatched == len(running)  # ...then two poll messages
 
     worker = start_worker(env, "--concurrency", "1")
-    wait_for(lambda: store.find(settings, queued.id).status == JobStatus.RUNNING, 30, "the create")
+    wait_for(lambda: all(store.find(settings, j.id).status == JobStatus.RUNNING for j in queued), 30, "the creates")
     received = [
         line.split("Task ")[1].split("[")[0]
         for line in worker.log().splitlines()
         if " received" in line and "research.dispatch" not in line
     ]
-    assert received[:3] == ["research.poll", "research.poll", "research.submit"], received
+    # Neither queue waits for the other to drain: a poll is read before the second create, and a create
+    # before the second poll.
+    assert sorted(received[:2]) == ["research.poll", "research.submit"], received
+
+
+def test_the_dispatcher_hands_out_creates_under_their_own_budget(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from({**env, "RESEARCH_DISPATCH_CREATES": "3"}, monkeypatch)
+    gateway = Gateway(settings)
+    running = [_running(settings, gateway, f"Due {n} [[emulator duration=600]]") for n in range(2)]
+    for job_id in running:  # due after every queued job below, so a shared limit would hand out creates only
+        assert store.transition(settings, job_id, [JobStatus.RUNNING], next_poll_at=utcnow() - timedelta(seconds=1))
+    queued = [create_job(settings, f"Waiting {n}", AGENT).id for n in range(5)]
+    for job_id in queued:
+        assert store.transition(
+            settings, job_id, [JobStatus.QUEUED], lease_until=None, next_poll_at=utcnow() - timedelta(hours=1)
+        )
+
+    first = store.claim_due(settings)
+    second = store.claim_due(settings)
+
+    assert sorted(job_id for job_id, status, _ in first if status == JobStatus.RUNNING) == sorted(running)
+    assert [status for _, status, _ in first].count(JobStatus.QUEUED) == 3
+    assert sorted(job_id for job_id, _, _ in first + second) == sorted(running + queued)  # the rest, next tick
 
 
 def test_an_unwritable_reports_folder_costs_neither_the_report_nor_the_batch(

@@ -24,6 +24,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # alembic to find it would cost every command ~0.1 s; tests/unit/test_schema_head.py checks it is alembic's head.
 SCHEMA_HEAD = "0007"
 VERSION_TABLE = "alembic_version"  # alembic's default, which migrations/env.py keeps
+POOL_SIZE, POOL_OVERFLOW = 24, 16  # connections per process and engine, kept / opened beyond them at most
 
 
 def get_engine(url: str) -> Engine:
@@ -40,7 +41,11 @@ def _engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, poolclass=NullPool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5})
+    # A worker's step threads (8 per message, `worker_concurrency` messages at once with the threads pool) each
+    # hold a connection for a moment: connections beyond pool_size are closed on return, and reopening one per
+    # step cost the worker and PostgreSQL more than the step (issue 16). Connections open only when needed.
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
+                         connect_args={"connect_timeout": 5})  # fmt: skip
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

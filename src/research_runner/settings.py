@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     web_basic_auth: SecretStr | None = None
     web_url: str | None = None
     web_flower_url: str | None = None
+    # Creates handed out per dispatch tick at most, claimed apart from the polls (which have DISPATCH_BATCH): a
+    # burst of creates then never delays the polls that are due, and the polls never starve the creates.
+    dispatch_creates: int = Field(default=200, ge=1)
 
     @field_validator("api_key")
     @classmethod

@@ -92,6 +92,38 @@ def transition(settings: Settings, job_id: str, from_statuses: Iterable[str], **
         return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 
+def mark_running(settings: Settings, values: dict[str, dict[str, Any]], turns: Sequence[JobTurn]) -> set[str]:
+    """Move jobs still submitting to running (each with its `values`) and store the turns of their threads, in
+    one transaction; a turn is stored either way (it records an interaction that exists). Returns the ids moved.
+    """
+    moved: set[str] = set()
+    with db.session(settings) as session:
+        for job_id, row in values.items():
+            statement = (
+                update(Job)
+                .where(col(Job.id) == job_id, col(Job.status) == JobStatus.SUBMITTING)
+                .values(**row, updated_at=utcnow())
+            )
+            if session.execute(statement).rowcount:  # type: ignore[attr-defined]
+                moved.add(job_id)
+        session.add_all(turns)
+    return moved
+
+
+def take_many_for_create(settings: Settings, job_ids: list[str], lease: datetime) -> list[Job]:
+    """`take_for_create` for several jobs in one statement: those still queued, now submitting."""
+    if not job_ids:
+        return []
+    statement = (
+        update(Job)
+        .where(col(Job.id).in_(job_ids), col(Job.status) == JobStatus.QUEUED)
+        .values(status=JobStatus.SUBMITTING, lease_until=lease, updated_at=utcnow())
+        .returning(Job)
+    )
+    with db.session(settings) as session:
+        return list(session.scalars(statement))
+
+
 def take_for_create(settings: Settings, job_id: str, lease: datetime) -> Job | None:
     """Move a queued job to submitting and return it, in one round trip; None if it was not queued."""
     statement = (
@@ -155,30 +187,44 @@ def forget(settings: Settings, job_id: str) -> None:
 def claim_due(settings: Settings, now: datetime | None = None) -> list[tuple[str, str, str]]:
     """Lease the jobs whose next step is due; returns (job id, status, question start) for the dispatcher.
 
+    Polls (up to DISPATCH_BATCH) and creates (up to `dispatch_creates`) are claimed apart, in one transaction:
+    a burst of queued jobs, all due before any poll, would otherwise fill every tick and make the polls late.
     The question's start only labels the tasks in Flower, so the database cuts it rather than sending it all.
     """
     now = now or utcnow()
+    lease = now + timedelta(seconds=settings.lease_seconds)
+    with db.session(settings) as session:
+        return [
+            (row[0], row[1], row[2])
+            for status, limit in ((JobStatus.RUNNING, DISPATCH_BATCH), (JobStatus.QUEUED, settings.dispatch_creates))
+            for row in session.execute(_claim(status, limit, now, lease))
+        ]
+
+
+def _claim(status: JobStatus, limit: int, now: datetime, lease: datetime) -> Any:
     due = and_(
-        col(Job.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+        col(Job.status) == status,
         col(Job.next_poll_at) <= now,
         or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now),
     )
     # SKIP LOCKED: two dispatchers claim disjoint rows instead of deadlocking (PostgreSQL; SQLite serialises).
+    # MATERIALIZED: PostgreSQL may run a LIMIT subquery of `IN (...)` more than once per UPDATE, each run
+    # finding other rows, which claimed more than `limit` (seen with a limit of 3 and 5 due rows).
     candidates = (
         select(col(Job.id))
         .where(due)
         .order_by(col(Job.next_poll_at))
-        .limit(DISPATCH_BATCH)
+        .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte(f"due_{status}")
+        .prefix_with("MATERIALIZED")
     )
-    statement = (
+    return (
         update(Job)
-        .where(col(Job.id).in_(candidates.scalar_subquery()), due)
-        .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
+        .where(col(Job.id).in_(select(candidates.c.id)), due)
+        .values(lease_until=lease)
         .returning(col(Job.id), col(Job.status), func.substr(col(Job.question), 1, QUESTION_START_CHARS))
     )
-    with db.session(settings) as session:
-        return [(row[0], row[1], row[2]) for row in session.execute(statement)]
 
 
 def reap_interrupted_creates(settings: Settings, now: datetime | None = None) -> int:

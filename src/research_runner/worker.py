@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,8 +29,8 @@ if TYPE_CHECKING:  # the SDK is imported by the worker processes that call the A
 TASK_SUBMIT = "research.submit"
 TASK_POLL = "research.poll"
 WORK_QUEUE = "research"  # creates, and anything sent without a route
-# Workers read their queues in this order (on Redis): polls, due now and quick, never wait behind a burst of
-# creates.
+# Workers read their queues in turn (round robin on Redis), so a burst of creates and a steady poll load each get
+# a fair share; the dispatcher hands out creates under their own per-tick budget, so neither queue grows long.
 POLL_QUEUE = "research.poll"
 QUEUES_BY_PRIORITY = (POLL_QUEUE, WORK_QUEUE)
 # Jobs stepped (created or polled) by one message: fewer messages cost the worker less, and a message's API
@@ -49,14 +50,24 @@ class _PerProcess:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._made: tuple[int, Gateway, ThreadPoolExecutor] | None = None
+        self._making = threading.Lock()  # the threads pool's first tasks arrive together
 
     def _ensure(self) -> tuple[int, Gateway, ThreadPoolExecutor]:
+        made = self._made
+        if made is not None and made[0] == os.getpid():
+            return made
+        with self._making:
+            return self._make()
+
+    def _make(self) -> tuple[int, Gateway, ThreadPoolExecutor]:
         if self._made is None or self._made[0] != os.getpid():
-            # One thread per job of a message, so its API calls overlap instead of queueing. Per process, so a
-            # process never needs more database connections than its engine's pool keeps (5 + 10 overflow).
+            # One thread per job of a message, so its API calls overlap instead of queueing; with the threads
+            # pool a process runs `worker_concurrency` messages at once. Threads start only when needed, so a
+            # prefork child (one message at a time) never has more than JOBS_PER_MESSAGE.
             from research_runner.gateway import Gateway
 
-            threads = ThreadPoolExecutor(max_workers=JOBS_PER_MESSAGE, thread_name_prefix="research-step")
+            size = JOBS_PER_MESSAGE * self.settings.worker_concurrency
+            threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="research-step")
             self._made = (os.getpid(), Gateway(self.settings), threads)
         return self._made
 
@@ -82,7 +93,7 @@ def create_app(settings: Settings) -> Celery:
         # kombu hands these to SQLAlchemy: writers to the SQLite broker file wait for each other, not fail.
         broker_transport_options={"connect_args": {"timeout": 30}}
         if settings.embedded
-        else {"queue_order_strategy": "priority"},  # Redis: read the queues in the order the worker lists them
+        else {"queue_order_strategy": "round_robin"},  # Redis: each queue in turn, a fair share for each
         worker_send_task_events=settings.task_events,
         # No "sent" events: every process that sends a task (each CLI call, each beat) would add its own label
         # to Flower's /metrics for good. Workers' received/started/succeeded events show every task anyway.

@@ -79,18 +79,31 @@ def _honour_retry_after(settings: Settings, exc: RetryableError) -> None:
 
 def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
     """Create the interaction for a queued job (or the next turn of its thread), at most once."""
-    job = store.load(settings, job_id)
+    start_job(settings, gateway, store.load(settings, job_id))
+
+
+def start_job(settings: Settings, gateway: Gateway, job: Job | None) -> None:
+    """`start` for a job loaded a moment ago; taking it for the create checks its status again, so a stale copy
+    can never create twice."""
     if job is None or job.status != JobStatus.QUEUED:
         return  # checked before any budget is spent on it
-    if _over_budget(settings, job) or _throttle(settings, job_id, JobStatus.QUEUED):
+    if _over_budget(settings, job) or _throttle(settings, job.id, JobStatus.QUEUED):
         return
+    taken = store.take_for_create(settings, job.id, _create_lease(settings))
+    interaction_id = None if taken is None else _create(settings, gateway, taken)
+    if taken is not None and interaction_id is not None:
+        _started(settings, gateway, [(taken, interaction_id)])
+
+
+def _create_lease(settings: Settings) -> datetime:
     # Long enough for the create's connect and read timeouts, so the reaper never takes a create still running.
-    lease = utcnow() + timedelta(seconds=settings.lease_seconds + 2 * settings.request_timeout)
-    taken = store.take_for_create(settings, job_id, lease)
-    if taken is None:
-        return
+    return utcnow() + timedelta(seconds=settings.lease_seconds + 2 * settings.request_timeout)
+
+
+def _create(settings: Settings, gateway: Gateway, taken: Job) -> str | None:
+    """Send the create of a job taken for it; the interaction id, or None (the outcome is recorded)."""
     try:
-        interaction_id = gateway.create(
+        return gateway.create(
             _input(settings, taken), taken.agent, taken.id,
             agent_config=json.loads(taken.agent_config) if taken.agent_config else None,
             previous_interaction_id=taken.previous_interaction_id, webhook_config=webhook_config(settings, taken.id),
@@ -101,14 +114,13 @@ def start(settings: Settings, gateway: Gateway, job_id: str) -> None:
         _requeue(settings, taken, f"create not accepted yet, will try again: {exc}", delay)
     except CreateOutcomeUnknown as exc:
         _needs_attention(
-            settings, job_id, JobStatus.SUBMITTING,
+            settings, taken.id, JobStatus.SUBMITTING,
             f"the create request may have started an interaction ({exc}); no second one was started "
             "automatically. Run `research retry JOB` to start anew.",
         )  # fmt: skip
     except PermanentError as exc:
-        _end_without_report(settings, job_id, JobStatus.SUBMITTING, JobStatus.FAILED, f"create refused: {exc}")
-    else:
-        _started(settings, gateway, taken, interaction_id)
+        _end_without_report(settings, taken.id, JobStatus.SUBMITTING, JobStatus.FAILED, f"create refused: {exc}")
+    return None
 
 
 def _input(settings: Settings, job: Job) -> str | list[dict[str, Any]]:
@@ -119,16 +131,21 @@ def _input(settings: Settings, job: Job) -> str | list[dict[str, Any]]:
     return attachments.input_of(job.question, [attachments.Attachment(f.name, f.mime_type, f.data) for f in files])
 
 
-def _started(settings: Settings, gateway: Gateway, job: Job, interaction_id: str) -> None:
+def _started(settings: Settings, gateway: Gateway, created: list[tuple[Job, str]]) -> None:
+    """Record the interactions just created, with their turns, in one transaction."""
     now = utcnow()
-    if not store.transition(
-        settings, job.id, [JobStatus.SUBMITTING], status=JobStatus.RUNNING, interaction_id=interaction_id,
-        api_endpoint=gateway.endpoint, submitted_at=now, lease_until=None, error=None,
-        next_poll_at=now + timedelta(seconds=running_poll_delay(settings, 0)),
-    ):  # fmt: skip
-        _keep_late_interaction(settings, job.id, interaction_id)
-    store.add_turn(settings, JobTurn(job_id=job.id, kind=turn_kind(job), input=job.next_input,
-                                     interaction_id=interaction_id, api_endpoint=gateway.endpoint))  # fmt: skip
+    values = {
+        job.id: {"status": JobStatus.RUNNING, "interaction_id": interaction_id, "api_endpoint": gateway.endpoint,
+                 "submitted_at": now, "lease_until": None, "error": None,
+                 "next_poll_at": now + timedelta(seconds=running_poll_delay(settings, 0))}
+        for job, interaction_id in created
+    }  # fmt: skip
+    turns = [JobTurn(job_id=job.id, kind=turn_kind(job), input=job.next_input, interaction_id=interaction_id,
+                     api_endpoint=gateway.endpoint) for job, interaction_id in created]  # fmt: skip
+    moved = store.mark_running(settings, values, turns)
+    for job, interaction_id in created:
+        if job.id not in moved:
+            _keep_late_interaction(settings, job.id, interaction_id)
 
 
 def turn_kind(job: Job) -> str:
@@ -193,6 +210,10 @@ def poll(settings: Settings, gateway: Gateway, job_id: str) -> Polled | None:
 Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
+def _job_id(job: Job) -> str:
+    return str(job.id)
+
+
 def _each(
     settings: Settings, mapper: Mapper, items: list[Any], step: Callable[[Any], Any], job_id_of: Callable[[Any], str]
 ) -> tuple[list[Any], list[Exception]]:
@@ -214,8 +235,21 @@ def _each(
 
 
 def start_many(settings: Settings, gateway: Gateway, job_ids: list[str], mapper: Mapper = map) -> None:
-    """Create the interactions of several queued jobs; a failure is raised once every job has had its turn."""
-    _, failures = _each(settings, mapper, job_ids, lambda job_id: start(settings, gateway, job_id), str)
+    """Create the interactions of several queued jobs, loaded in one query; a failure is raised once every job
+    has had its turn."""
+    found = store.load_many(settings, job_ids)
+    if settings.monthly_budget_usd is not None or settings.api_requests_per_minute:
+        # Each job checks the budget and takes its turn of the shared API budget before it is taken.
+        _, failures = _each(
+            settings, mapper, found, lambda job: start_job(settings, gateway, job), lambda job: str(job.id)
+        )
+    else:  # taken together and recorded together: a create costs two round trips less per job
+        taken = store.take_many_for_create(settings, [job.id for job in found if job.status == JobStatus.QUEUED],
+                                           _create_lease(settings))  # fmt: skip
+        ids, failures = _each(
+            settings, mapper, taken, lambda job: _create(settings, gateway, job), lambda job: str(job.id)
+        )
+        _started(settings, gateway, [(job, id_) for job, id_ in zip(taken, ids, strict=True) if id_ is not None])
     if failures:
         raise failures[0]  # the failed jobs keep their lease and are handed out again once it lapses
 
