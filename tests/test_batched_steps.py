@@ -19,7 +19,7 @@ from research_runner.models import ACTIVE_STATUSES, REMOTE_RUNNING, Job, JobStat
 from research_runner.settings import Settings
 from research_runner.worker import (
     JOBS_PER_MESSAGE,
-    QUEUES_BY_PRIORITY,
+    QUEUES,
     TASK_POLL,
     TASK_SUBMIT,
     create_app,
@@ -80,7 +80,7 @@ def test_poll_many_records_each_job_and_skips_what_it_cannot_poll(settings: Sett
 
 def _queued_messages(settings: Settings) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(settings.broker_url)
-    messages = [json.loads(raw) for queue in QUEUES_BY_PRIORITY for raw in reversed(client.lrange(queue, 0, -1))]
+    messages = [json.loads(raw) for queue in QUEUES for raw in reversed(client.lrange(queue, 0, -1))]
     return [
         {
             "task": m["headers"]["task"],

@@ -202,7 +202,7 @@ def digest(batch: Batch, jobs: list[Job], folder: Path, finished: datetime) -> s
     lines = [
         f"# Batch: {reports.inline_text(batch.name)}",
         "",
-        f"- Batch: `{batch.id}`" + (f" (schedule firing due {batch.due_at.isoformat()})" if batch.due_at else ""),
+        f"- Batch: `{batch.id}`" + (f" (schedule firing due {display.when(batch.due_at)})" if batch.due_at else ""),
         f"- Jobs: {len(jobs)} — " + ", ".join(f"{status}: {n}" for status, n in sorted(tally.items())),
         f"- Duration: {display.duration_text((finished - batch.created_at).total_seconds())}",
         f"- Tokens: {tokens:,}",

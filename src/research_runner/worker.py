@@ -32,7 +32,7 @@ WORK_QUEUE = "research"  # creates, and anything sent without a route
 # Workers read their queues in turn (round robin on Redis), so a burst of creates and a steady poll load each get
 # a fair share; the dispatcher hands out creates under their own per-tick budget, so neither queue grows long.
 POLL_QUEUE = "research.poll"
-QUEUES_BY_PRIORITY = (POLL_QUEUE, WORK_QUEUE)
+QUEUES = (POLL_QUEUE, WORK_QUEUE)
 # Jobs stepped (created or polled) by one message: fewer messages cost the worker less, and a message's API
 # calls overlap on the worker process's threads.
 JOBS_PER_MESSAGE = 8
@@ -251,7 +251,7 @@ def run_worker(
         "worker",
         f"--concurrency={settings.worker_concurrency}",
         f"--loglevel={loglevel}",
-        f"--queues={','.join(QUEUES_BY_PRIORITY)}",
+        f"--queues={','.join(QUEUES)}",
         f"--hostname={name or f'research-{os.getpid()}@%h'}",
     ]
     if settings.task_events:
