@@ -75,10 +75,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
 
 def _safe(name: str, check: Callable[[], Check]) -> Check:
     """A check that raises is a FAIL line of its own: one broken piece never hides the others."""
-    try:
-        return check()
-    except Exception as exc:
-        return Check(name, FAIL, f"the check could not run: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+    return _safe_many(name, lambda: [check()])[0]
 
 
 def _safe_many(name: str, checks: Callable[[], list[Check]]) -> list[Check]:

@@ -84,12 +84,16 @@ def file_rows(job_id: str, files: Sequence[Attachment]) -> list[JobFile]:
 
 def transition(settings: Settings, job_id: str, from_statuses: Iterable[str], **values: Any) -> bool:
     """Apply `values` only if the job is still in one of `from_statuses`; True if it was."""
+    with db.session(settings) as session:
+        return _transition(session, job_id, from_statuses, values)
+
+
+def _transition(session: Session, job_id: str, from_statuses: Iterable[str], values: dict[str, Any]) -> bool:
     values.setdefault("updated_at", utcnow())
     statement = (
         update(Job).where(col(Job.id) == job_id, col(Job.status).in_([str(s) for s in from_statuses])).values(**values)
     )
-    with db.session(settings) as session:
-        return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 
 def mark_running(settings: Settings, values: dict[str, dict[str, Any]], turns: Sequence[JobTurn]) -> set[str]:
@@ -278,12 +282,8 @@ def unwritten_reports(settings: Settings, limit: int = 100) -> list[Job]:
 def finish(settings: Settings, job_id: str, from_statuses: Iterable[str], charts: list[Figure], **values: Any) -> bool:
     """A terminal transition and the report's charts, in one transaction; False (nothing stored) if the job was
     no longer in `from_statuses`."""
-    values.setdefault("updated_at", utcnow())
-    statement = (
-        update(Job).where(col(Job.id) == job_id, col(Job.status).in_([str(s) for s in from_statuses])).values(**values)
-    )
     with db.session(settings) as session:
-        if not session.execute(statement).rowcount:  # type: ignore[attr-defined]
+        if not _transition(session, job_id, from_statuses, values):
             return False
         session.add_all(charts)
     return True
