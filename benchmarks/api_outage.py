@@ -39,8 +39,9 @@ from sqlmodel import select
 
 from research_runner import db, store
 from research_runner.constants import DEFAULT_AGENT
-from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
+from research_runner.models import Job
 from research_runner.settings import Settings, load_settings
+from research_runner.status import ACTIVE_STATUSES, JobStatus
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_scale import (  # the sibling benchmark's process helpers

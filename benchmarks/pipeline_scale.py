@@ -48,8 +48,9 @@ from research_runner.batchfile import Item
 from research_runner.constants import DEFAULT_AGENT
 from research_runner.exceptions import RetryableError, ServiceUnavailable
 from research_runner.gateway import Gateway
-from research_runner.models import ACTIVE_STATUSES, REMOTE_TERMINAL, Job
+from research_runner.models import Job
 from research_runner.settings import Settings, load_settings
+from research_runner.status import ACTIVE_STATUSES, REMOTE_TERMINAL
 
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")

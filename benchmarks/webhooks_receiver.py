@@ -29,8 +29,9 @@ from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from research_runner import db, store, webhooks
-from research_runner.models import Job, JobStatus, WebhookDelivery, utcnow
+from research_runner.models import Job, WebhookDelivery
 from research_runner.settings import load_settings
+from research_runner.status import JobStatus, utcnow
 
 SECRET = "whsec_" + "YmVuY2htYXJrLXNlY3JldC1iZW5jaG1hcmstc2VjcmV0"
 TARGET = 500.0

@@ -15,8 +15,9 @@ import redis
 
 from research_runner import lifecycle, outcome, store
 from research_runner.gateway import Gateway
-from research_runner.models import ACTIVE_STATUSES, REMOTE_RUNNING, Job, JobStatus, utcnow
+from research_runner.models import Job
 from research_runner.settings import Settings
+from research_runner.status import ACTIVE_STATUSES, REMOTE_RUNNING, JobStatus, utcnow
 from research_runner.worker import (
     JOBS_PER_MESSAGE,
     QUEUES,

@@ -21,8 +21,9 @@ from research_runner import batches, db, schedules
 from research_runner.batchfile import Item
 from research_runner.cli import cli
 from research_runner.exceptions import InvalidInput, JobNotFound
-from research_runner.models import ACTIVE_STATUSES, Batch
+from research_runner.models import Batch
 from research_runner.settings import Settings
+from research_runner.status import ACTIVE_STATUSES
 
 from conftest import settings_from
 

@@ -8,7 +8,7 @@ import pytest
 
 from research_runner import lifecycle, store
 from research_runner.gateway import Gateway
-from research_runner.models import JobStatus
+from research_runner.status import JobStatus
 
 from conftest import create_job, settings_from
 

@@ -22,9 +22,10 @@ from research_runner import db, store
 from research_runner.attachments import MAX_TOTAL_BYTES
 from research_runner.cli import cli
 from research_runner.constants import DEFAULT_AGENT
-from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
+from research_runner.models import Job
 from research_runner.pricing import DEFAULT_PRICES
 from research_runner.settings import Settings, load_settings
+from research_runner.status import ACTIVE_STATUSES, JobStatus
 
 from conftest import FAST_POLICY, REDIS_URL, TEST_API_KEY, WorkerProcess, wait_for
 

@@ -24,8 +24,9 @@ from sqlmodel import col
 from research_runner import broker, db, lifecycle, store
 from research_runner.cli import cli
 from research_runner.gateway import Gateway
-from research_runner.models import JobStatus, Schedule, utcnow
+from research_runner.models import Schedule
 from research_runner.settings import Settings
+from research_runner.status import JobStatus, utcnow
 
 from conftest import create_job, settings_from, wait_for
 

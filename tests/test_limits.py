@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from research_runner import lifecycle, ratelimit, store
 from research_runner.cli import cli
 from research_runner.gateway import Gateway
-from research_runner.models import JobStatus
+from research_runner.status import JobStatus
 
 from conftest import create_job, settings_from
 

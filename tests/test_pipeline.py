@@ -18,8 +18,9 @@ from markdown_it import MarkdownIt
 
 from research_runner import store
 from research_runner.cli import cli
-from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
+from research_runner.models import Job
 from research_runner.settings import Settings
+from research_runner.status import ACTIVE_STATUSES, JobStatus
 
 from conftest import settings_from, wait_for
 

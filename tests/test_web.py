@@ -25,8 +25,9 @@ from research_emulator.charts import bar_chart
 from research_runner import db, store
 from research_runner.cli import cli
 from research_runner.constants import DEFAULT_AGENT
-from research_runner.models import Figure, Job, utcnow
+from research_runner.models import Figure, Job
 from research_runner.settings import Settings
+from research_runner.status import utcnow
 
 from chromium_support import Browser
 from conftest import settings_from, wait_for

@@ -14,8 +14,9 @@ from sqlmodel import select
 from webhook_support import SECRET, RunningReceiver, event, post, running_job, signed_headers
 
 from research_runner import db, store, webhooks
-from research_runner.models import WebhookDelivery, utcnow
+from research_runner.models import WebhookDelivery
 from research_runner.settings import Settings, load_settings
+from research_runner.status import utcnow
 
 from conftest import wait_for
 

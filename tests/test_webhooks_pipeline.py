@@ -20,7 +20,8 @@ from sqlmodel import select
 
 from research_runner import db
 from research_runner.client import Client
-from research_runner.models import Job, JobStatus, WebhookDelivery
+from research_runner.models import Job, WebhookDelivery
+from research_runner.status import JobStatus
 
 from conftest import settings_from, wait_for
 

@@ -15,8 +15,9 @@ from standardwebhooks import Webhook
 
 from research_emulator.server import bind_socket, socket_url
 from research_runner import store, webhooks
-from research_runner.models import Job, JobStatus, utcnow
+from research_runner.models import Job
 from research_runner.settings import Settings
+from research_runner.status import JobStatus, utcnow
 
 SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"  # base64 of a test-only key
 

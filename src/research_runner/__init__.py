@@ -28,8 +28,9 @@ if TYPE_CHECKING:
         SchemaOutdated,
         ServiceUnavailable,
     )
-    from research_runner.models import Batch, Job, JobStatus, Schedule
+    from research_runner.models import Batch, Job, Schedule
     from research_runner.settings import Settings, load_settings
+    from research_runner.status import JobStatus
 
 _HOMES = {
     "client": ("BatchSubmitted", "Client", "Submitted"),

@@ -17,14 +17,15 @@ from sqlmodel import Session, col, select
 
 from research_runner import attachments, db, display, reports, store
 from research_runner.batchfile import Item
+from research_runner.constants import MIN_ID_PREFIX
 from research_runner.exceptions import InvalidInput, JobNotFound
-from research_runner.models import OPEN_STATUSES, Batch, Job, utcnow
+from research_runner.models import Batch, Job
 from research_runner.settings import Settings
+from research_runner.status import OPEN_STATUSES, utcnow
 
 DIGEST_FOLDER = "batches"
 PARAGRAPH_PREVIEW = 600
 NAME_MAX_CHARS = 200  # the batches.name column
-MIN_ID_PREFIX = 4
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -21,8 +21,8 @@ from celery import Celery
 from celery.beat import Scheduler
 
 from research_runner import batches, broker, db, outcome, schedules, store
-from research_runner.models import JobStatus
 from research_runner.settings import Settings
+from research_runner.status import JobStatus
 
 # Our scheduler keeps its schedule in memory: no shelve file, so several embedded beats never fight over one.
 SCHEDULER = "research_runner.beat:DispatchScheduler"

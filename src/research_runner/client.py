@@ -27,8 +27,9 @@ from sqlalchemy.exc import IntegrityError
 from research_runner import attachments, batches, batchfile, db, deletion, lifecycle, pricing, schedules, store
 from research_runner.batchfile import Item
 from research_runner.exceptions import InvalidInput, InvalidJobState
-from research_runner.models import ACTIVE_STATUSES, Batch, Job, JobStatus, JobTurn, Schedule, utcnow
+from research_runner.models import Batch, Job, JobTurn, Schedule
 from research_runner.settings import Settings, load_settings
+from research_runner.status import ACTIVE_STATUSES, JobStatus, utcnow
 from research_runner.validation import clean_agent, clean_key, clean_question
 
 if TYPE_CHECKING:

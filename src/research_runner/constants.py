@@ -17,3 +17,12 @@ MAX_QUESTION_CHARS = 8000
 IDEMPOTENCY_KEY_MAX_CHARS = 200
 # The label set on every create: it names the job an interaction belongs to.
 JOB_LABEL = "research_runner_job"
+
+# The shortest job or batch id prefix a command accepts.
+MIN_ID_PREFIX = 4
+
+# The newest migration under migrations/versions. Every command compares the database with it, and importing
+# alembic to find it would cost every command ~0.1 s; tests/unit/test_cli_startup.py checks it is alembic's head.
+SCHEMA_HEAD = "0007"
+VERSION_TABLE = "alembic_version"  # alembic's default, which migrations/env.py keeps
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long an SQLite connection waits for another's write to end

@@ -13,17 +13,13 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
+from research_runner.constants import SCHEMA_HEAD, SQLITE_BUSY_TIMEOUT_MS, VERSION_TABLE
 from research_runner.exceptions import InvalidInput, SchemaOutdated, ServiceUnavailable
 from research_runner.settings import Settings, redact_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-# The newest migration under migrations/versions. Every command compares the database with it, and importing
-# alembic to find it would cost every command ~0.1 s; tests/unit/test_schema_head.py checks it is alembic's head.
-SCHEMA_HEAD = "0007"
-VERSION_TABLE = "alembic_version"  # alembic's default, which migrations/env.py keeps
 POOL_SIZE, POOL_OVERFLOW = 24, 16  # connections per process and engine, kept / opened beyond them at most
 
 

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from research_runner import charts, lifecycle, reports, store
 from research_runner.exceptions import InvalidJobState
-from research_runner.models import ACTIVE_STATUSES, Job, utcnow
+from research_runner.models import Job
 from research_runner.settings import Settings
+from research_runner.status import ACTIVE_STATUSES, utcnow
 
 if TYPE_CHECKING:
     from research_runner.gateway import Gateway

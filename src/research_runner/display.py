@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from research_runner.models import Job, JobStatus, utcnow
 from research_runner.settings import GOOGLE_API_URL
+from research_runner.status import JobStatus, utcnow
+
+if TYPE_CHECKING:
+    from research_runner.models import Job
+    from research_runner.readonly import JobRow
+
+# Read-only commands show rows read without the ORM (readonly.py); the rest show the model.
+AnyJob: TypeAlias = "Job | JobRow"
 
 QUESTION_PREVIEW = 60
 THOUGHT_PREVIEW = 100
 
 
-def job_dict(job: Job) -> dict[str, Any]:
+def job_dict(job: AnyJob) -> dict[str, Any]:
     def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
 
@@ -52,7 +60,7 @@ def job_dict(job: Job) -> dict[str, Any]:
     }
 
 
-def emulated(job: Job) -> bool | None:
+def emulated(job: AnyJob) -> bool | None:
     """Whether the job's interaction was created by an emulator rather than Google (None: not created yet)."""
     return None if job.api_endpoint is None else job.api_endpoint != GOOGLE_API_URL
 
@@ -87,7 +95,7 @@ def age(moment: datetime, now: datetime | None = None) -> str:
     return f"{seconds}s"
 
 
-def elapsed(job: Job) -> str:
+def elapsed(job: AnyJob) -> str:
     """How long the job has run: from creation to its end, or to now if it has not ended."""
     return duration_text(((job.finished_at or utcnow()) - job.created_at).total_seconds())
 
@@ -102,22 +110,22 @@ def preview(text: str | None, limit: int) -> str:
     return cut(" ".join((text or "").split()), limit)
 
 
-def plan_hint(job: Job) -> str:
+def plan_hint(job: AnyJob) -> str:
     """What a job waiting with its research plan asks of the user."""
     return f"plan ready: research show {job.short_id}"
 
 
-def activity(job: Job) -> str:
+def activity(job: AnyJob) -> str:
     """The latest thing a job has to say: that its plan waits for the user, else its latest thought."""
     return plan_hint(job) if job.status == JobStatus.PLAN_READY else preview(job.last_thought, THOUGHT_PREVIEW)
 
 
-def progress_line(job: Job) -> str:
+def progress_line(job: AnyJob) -> str:
     parts = [job.short_id, job.status, elapsed(job), f"{job.poll_count} polls"]
     return " · ".join([*parts, activity(job)] if activity(job) else parts)
 
 
-def outcome_line(job: Job) -> str:
+def outcome_line(job: AnyJob) -> str:
     if job.status == JobStatus.COMPLETED:
         return f"Job {job.short_id} completed: {job.report_path or job.report_error}"
     if job.status == JobStatus.PLAN_READY:
@@ -130,7 +138,7 @@ def outcome_line(job: Job) -> str:
     return f"Job {job.short_id} {job.status}{detail}{saved}"
 
 
-def jobs_table(jobs: list[Job], now: datetime | None = None) -> Table:
+def jobs_table(jobs: Sequence[AnyJob], now: datetime | None = None) -> Table:
     """One line per job: id, status, age since submit, and as much of the question as the width leaves."""
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "STATUS", "AGE"):
@@ -144,7 +152,7 @@ def jobs_table(jobs: list[Job], now: datetime | None = None) -> Table:
     return table
 
 
-def status_card(job: Job) -> str:
+def status_card(job: AnyJob) -> str:
     rows = [
         ("id", job.id),
         ("status", job.status),
@@ -172,7 +180,7 @@ def status_card(job: Job) -> str:
     return "\n".join(f"{name + ':':<16}{value}" for name, value in rows if value not in (None, ""))
 
 
-def _deleted(job: Job) -> str | None:
+def _deleted(job: AnyJob) -> str | None:
     parts = [f"{where} {when(moment)}" for where, moment in
              (("at Google", job.remote_deleted_at), ("locally", job.local_deleted_at)) if moment]  # fmt: skip
     return ", ".join(parts) or None
@@ -187,7 +195,7 @@ def report_body(markdown: str) -> str:
     return markdown
 
 
-def report_text(job: Job) -> str:
+def report_text(job: AnyJob) -> str:
     """The report as plain Markdown for a pipe or a file: every source URL readable, no padding added."""
     assert job.report_markdown is not None
     return report_body(job.report_markdown).rstrip("\n") + "\n"
@@ -204,7 +212,7 @@ def render_markdown(console: Console, markdown: str, header: str, plain: bool | 
     console.print(Markdown(report_body(markdown)))
 
 
-def render_report(console: Console, job: Job, plain: bool | None = None) -> None:
+def render_report(console: Console, job: AnyJob, plain: bool | None = None) -> None:
     """Rendered Markdown on a terminal; plain Markdown text elsewhere (`plain=None` asks the console)."""
     if plain is None:
         plain = not console.is_terminal

@@ -16,8 +16,8 @@ from sqlalchemy.exc import OperationalError
 
 from research_runner import batches, db, schedules, store
 from research_runner.exceptions import GatewayError, PermanentError, ServiceUnavailable
-from research_runner.models import utcnow
 from research_runner.settings import Settings, redact_url
+from research_runner.status import utcnow
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -18,9 +18,9 @@ from google.genai.interactions import Interaction
 
 from research_runner.constants import JOB_LABEL
 from research_runner.exceptions import CreateOutcomeUnknown, GatewayError, PermanentError, RetryableError
-from research_runner.models import REMOTE_TERMINAL
 from research_runner.settings import Settings
 from research_runner.snapshot import Snapshot, snapshot_from_json
+from research_runner.status import REMOTE_TERMINAL
 
 SDK_MAX_RETRY_DELAY = 8.0
 # Statuses where the request certainly did nothing on Google's side.

@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from research_runner import charts, pricing, reports, store
-from research_runner.models import ACTIVE_STATUSES, REMOTE_TERMINAL, Figure, Job, JobStatus, utcnow
+from research_runner.models import Figure, Job
 from research_runner.settings import Settings
 from research_runner.snapshot import Snapshot
+from research_runner.status import ACTIVE_STATUSES, REMOTE_TERMINAL, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from research_runner.constants import AGENTS
-from research_runner.models import Job
+
+if TYPE_CHECKING:
+    from research_runner.models import Job
 
 PRICES_AS_OF = "2026-11-26"
 

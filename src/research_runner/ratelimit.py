@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from research_runner import db
-from research_runner.models import ApiBudget, utcnow
+from research_runner.models import ApiBudget
 from research_runner.settings import Settings
+from research_runner.status import utcnow
 
 WINDOW = timedelta(minutes=1)
 API_BUDGET_NAME = "gemini"  # the row shared by every worker

@@ -22,8 +22,9 @@ from research_runner import batches, db, display
 from research_runner.batchfile import Item
 from research_runner.constants import IDEMPOTENCY_KEY_MAX_CHARS, MAX_QUESTION_CHARS
 from research_runner.exceptions import InvalidInput, JobNotFound
-from research_runner.models import Batch, Schedule, utcnow
+from research_runner.models import Batch, Schedule
 from research_runner.settings import Settings
+from research_runner.status import utcnow
 
 PLACEHOLDERS = frozenset({"date", "week"})
 # The longest value each placeholder takes: ISO dates and weeks always write four-digit years.

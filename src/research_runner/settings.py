@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
-from sqlalchemy.engine import make_url
 
 from research_runner.constants import DEFAULT_AGENT
 from research_runner.exceptions import InvalidInput
@@ -220,6 +219,8 @@ def normalize_database_url(url: str) -> str:
 
 def redact_url(url: str) -> str:
     try:
+        from sqlalchemy.engine import make_url  # only on the way to an error message: SQLAlchemy is slow to import
+
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1]

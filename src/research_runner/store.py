@@ -16,15 +16,15 @@ from sqlmodel import Session, col
 
 from research_runner import db
 from research_runner.attachments import Attachment
-from research_runner.exceptions import InvalidInput, JobNotFound
-from research_runner.models import Figure, Job, JobFile, JobStatus, JobTurn, utcnow
+from research_runner.models import Figure, Job, JobFile, JobTurn
+from research_runner.readonly import job_prefix, only_match
 from research_runner.settings import Settings
+from research_runner.status import JobStatus, utcnow
 
 DISPATCH_BATCH = 500
 
 # Enough of a question for the dispatcher to label its tasks (worker.task_label flattens and cuts it).
 QUESTION_START_CHARS = 120
-MIN_ID_PREFIX = 4
 
 
 def new_job(
@@ -153,16 +153,9 @@ def load_many(settings: Settings, job_ids: Iterable[str]) -> list[Job]:
 
 def find(settings: Settings, ref: str) -> Job:
     """A job by its id or a unique prefix of it (as shown by `research list`)."""
-    ref = ref.strip().lower()
-    if len(ref) < MIN_ID_PREFIX:
-        raise InvalidInput(f"job id {ref!r} is too short; give at least {MIN_ID_PREFIX} characters")
+    prefix = job_prefix(ref)
     with db.session(settings) as session:
-        matches = list(session.scalars(select(Job).where(col(Job.id).startswith(ref)).limit(2)))
-    if not matches:
-        raise JobNotFound(f"no job with id {ref!r}; `research list` shows the jobs")
-    if len(matches) > 1:
-        raise InvalidInput(f"job id {ref!r} is ambiguous; give more characters")
-    return matches[0]
+        return only_match(prefix, list(session.scalars(select(Job).where(col(Job.id).startswith(prefix)).limit(2))))
 
 
 def list_jobs(settings: Settings, status: str | None = None, limit: int = 20, batch_id: str | None = None) -> list[Job]:

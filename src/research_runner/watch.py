@@ -18,8 +18,9 @@ from rich.text import Text
 from sqlmodel import col, select
 
 from research_runner import db, display, lifecycle, store
-from research_runner.models import ACTIVE_STATUSES, Job, JobStatus, utcnow
+from research_runner.models import Job
 from research_runner.settings import Settings
+from research_runner.status import ACTIVE_STATUSES, JobStatus, utcnow
 
 if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
     from research_runner.gateway import Gateway, StreamEvent

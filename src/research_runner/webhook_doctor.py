@@ -16,8 +16,9 @@ from sqlmodel import col, select
 from research_runner import db, webhooks
 from research_runner.doctor import FAIL, OK, Check
 from research_runner.exceptions import GatewayError
-from research_runner.models import WebhookDelivery, utcnow
+from research_runner.models import WebhookDelivery
 from research_runner.settings import Settings
+from research_runner.status import utcnow
 
 REACH_TIMEOUT = 5.0
 PING_DEADLINE = 15.0

@@ -25,8 +25,9 @@ from sqlmodel import Session, col
 
 from research_runner import db, store
 from research_runner.constants import JOB_LABEL
-from research_runner.models import Job, JobStatus, WebhookDelivery, WebhookSecret, utcnow
+from research_runner.models import Job, WebhookDelivery, WebhookSecret
 from research_runner.settings import Settings
+from research_runner.status import JobStatus, utcnow
 
 if TYPE_CHECKING:  # pyjwt, cryptography and starlette load only in the receiver, not with every command
     from starlette.applications import Starlette

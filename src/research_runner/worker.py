@@ -20,8 +20,9 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from research_runner import beat, db, display, lifecycle, store
 from research_runner.exceptions import ServiceUnavailable
-from research_runner.models import ENDED_STATUSES, REMOTE_RUNNING, Job, JobStatus
+from research_runner.models import Job
 from research_runner.settings import Settings, redact_url
+from research_runner.status import ENDED_STATUSES, REMOTE_RUNNING, JobStatus
 
 if TYPE_CHECKING:  # the SDK is imported by the worker processes that call the API, not by every sender
     from research_runner.gateway import Gateway

@@ -10,11 +10,15 @@ from pathlib import Path
 import click
 import pytest
 
-from research_runner import db
+from research_runner import constants, db, store
 from research_runner.cli import COMMANDS, cli
+from research_runner.constants import DEFAULT_AGENT
+from research_runner.settings import load_settings
 
-# Heavy packages that only some commands need; `research list` must not pay for them.
-NOT_FOR_LIST = ("celery", "google.genai", "starlette", "uvicorn", "alembic", "croniter", "yaml", "rich.markdown")
+# Heavy packages that only some commands need; `research list` and `status` must not pay for them (SQLAlchemy
+# and SQLModel included: these two read through readonly.py).
+NOT_FOR_READS = ("celery", "google.genai", "starlette", "uvicorn", "alembic", "croniter", "yaml", "rich.markdown",
+                 "sqlalchemy", "sqlmodel", "psycopg")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -30,19 +34,23 @@ def test_schema_head_is_alembics() -> None:
 
     config = Config()
     config.set_main_option("script_location", "research_runner:migrations")
-    assert ScriptDirectory.from_config(config).get_current_head() == db.SCHEMA_HEAD
+    assert ScriptDirectory.from_config(config).get_current_head() == constants.SCHEMA_HEAD
 
 
-def test_list_imports_no_heavy_package(tmp_path: Path) -> None:
-    # `research list` on an embedded database (a file: no service), once to create it, then in a fresh
-    # interpreter that reports what the command imported.
+def test_reads_import_no_heavy_package(tmp_path: Path) -> None:
+    # An embedded database (a file: no service) with one job, then `list` and
+    # `status` each in a fresh interpreter that reports what the command imported.
     env = {**os.environ, "RESEARCH_DATA_DIR": str(tmp_path), "RESEARCH_REPORTS_DIR": str(tmp_path / "reports")}
-    subprocess.run([sys.executable, "-m", "research_runner", "list"], env=env, capture_output=True, check=True)
-    code = (
-        "import sys\n"
-        "from research_runner.cli import cli\n"
-        "cli.main(['list'], standalone_mode=False)\n"
-        f"print([m for m in {NOT_FOR_LIST!r} if m in sys.modules])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    settings = load_settings(data_dir=tmp_path, reports_dir=tmp_path / "reports")
+    db.ensure_schema(settings)
+    job = store.add(settings, store.new_job(settings, "Which?", DEFAULT_AGENT))
+    for command in (["list"], ["status", job.short_id]):
+        code = (
+            "import sys\n"
+            "from research_runner.cli import cli\n"
+            f"cli.main({command!r}, standalone_mode=False)\n"
+            f"print([m for m in {NOT_FOR_READS!r} if m in sys.modules])\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert job.short_id in done.stdout
+        assert done.stdout.strip().splitlines()[-1] == "[]", command

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 
 from research_runner import display, watch, worker
-from research_runner.models import Job, JobStatus
+from research_runner.models import Job
+from research_runner.status import JobStatus
 
 JOB_ID = "3f2a9c1d" + "0" * 24
 

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from research_runner.cli.options import BadUsage, Failure, connection_options
+from research_runner.cli.options import BadUsage, Connection, Failure, connection_options
 from research_runner.exceptions import ResearchError
 
 # Command name → ("module:attribute" under research_runner.cli, imported on first use; its one-line help).
@@ -153,9 +153,7 @@ def cli(ctx: click.Context, /, **connection: Any) -> None:
     Example:
         research run "How did the Raspberry Pi change computing education?"
     """
-    from research_runner.client import Client
-
-    ctx.obj = Client(**connection)
+    ctx.obj = Connection(**connection)
 
 
 def main() -> None:

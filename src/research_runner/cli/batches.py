@@ -9,7 +9,8 @@ import click
 
 from research_runner import batches, display
 from research_runner.cli.options import agent_option, client_of, console, json_option
-from research_runner.models import ACTIVE_STATUSES, Batch, Job
+from research_runner.models import Batch, Job
+from research_runner.status import ACTIVE_STATUSES
 
 
 class BatchGroup(click.Group):

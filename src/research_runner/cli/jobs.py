@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from research_runner import display
-from research_runner.cli.options import Failure, agent_option, client_of, console, finish, json_option
-from research_runner.models import ACTIVE_STATUSES, Job, JobStatus
+from research_runner.cli.options import Failure, agent_option, client_of, console, finish, json_option, settings_of
+from research_runner.status import ACTIVE_STATUSES, JobStatus
 
 if TYPE_CHECKING:
     from research_runner.client import Client
+    from research_runner.display import AnyJob
+    from research_runner.models import Job, JobTurn
+    from research_runner.readonly import Reader, TurnRow
     from research_runner.watch import LiveJobs
+
+T = TypeVar("T")
 
 
 def research_options(func: Any) -> Any:
@@ -149,7 +155,7 @@ def list_command(ctx: click.Context, status: str | None, limit: int, batch_ref: 
     Example:
         research list --status running --limit 50
     """
-    found = client_of(ctx).list_jobs(status, limit, batch_ref)
+    found = _jobs(ctx, status, limit, batch_ref)
     if as_json:
         click.echo(display.to_json([display.job_dict(job) for job in found]))
     elif not found:
@@ -169,9 +175,7 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     Example:
         research status 3f2a9c1d
     """
-    client = client_of(ctx)
-    job = client.get(job_id)
-    turns = client.turns(job)
+    job, turns = _job_and_turns(ctx, job_id)
     if as_json:
         interactions = [{"kind": t.kind, "interaction_id": t.interaction_id, "created_at": t.created_at.isoformat()}
                         for t in turns]  # fmt: skip
@@ -180,6 +184,28 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     click.echo(display.status_card(job))
     for turn in turns if len(turns) > 1 else []:
         click.echo(f"{'turn:':<16}{turn.kind} {turn.interaction_id} ({display.when(turn.created_at)})")
+
+
+def _jobs(ctx: click.Context, status: str | None, limit: int, batch_ref: str | None) -> Sequence[AnyJob]:
+    found = _read(ctx, lambda reader: reader.list_jobs(status, limit)) if batch_ref is None else None
+    return found if found is not None else client_of(ctx).list_jobs(status, limit, batch_ref)
+
+
+def _job_and_turns(ctx: click.Context, ref: str) -> tuple[AnyJob, Sequence[TurnRow | JobTurn]]:
+    found = _read(ctx, lambda reader: (job := reader.find(ref), reader.turns(job.id)))
+    if found is not None:
+        return found
+    client = client_of(ctx)
+    job = client.get(ref)
+    return job, client.turns(job)
+
+
+def _read(ctx: click.Context, query: Callable[[Reader], T]) -> T | None:
+    """`query` on the fast read-only path, or None when the command must go through the Client."""
+    from research_runner.readonly import open_reader
+
+    with open_reader(settings_of(ctx)) as reader:
+        return None if reader is None else query(reader)
 
 
 @click.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -69,16 +70,38 @@ def agent_option(func: F) -> F:
     )(func)
 
 
-def client_of(ctx: click.Context) -> Client:
-    from research_runner.client import Client
+class Connection:
+    """Where the group's options say the data lives, made into Settings and a Client only when a command asks:
+    `research list` and `status` read without the Client (see readonly.py), so they never import SQLAlchemy."""
 
-    client = ctx.find_object(Client)
-    assert client is not None
-    return client
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    @cached_property
+    def settings(self) -> Settings:
+        from research_runner.settings import load_settings
+
+        return load_settings(**self.options)
+
+    @cached_property
+    def client(self) -> Client:
+        from research_runner.client import Client
+
+        return Client(self.settings)
+
+
+def connection_of(ctx: click.Context) -> Connection:
+    connection = ctx.find_object(Connection)
+    assert connection is not None  # the group sets it before any command runs
+    return connection
+
+
+def client_of(ctx: click.Context) -> Client:
+    return connection_of(ctx).client
 
 
 def settings_of(ctx: click.Context) -> Settings:
-    return client_of(ctx).settings
+    return connection_of(ctx).settings
 
 
 def console(stderr: bool = False) -> Console:

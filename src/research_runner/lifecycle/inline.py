@@ -13,12 +13,9 @@ from typing import TYPE_CHECKING, Any
 from research_runner import store
 from research_runner.lifecycle.steps import advance
 from research_runner.lifecycle.user import WAIT_TICK, reload
-from research_runner.models import (
-    ACTIVE_STATUSES,
-    Job,
-    utcnow,
-)
+from research_runner.models import Job
 from research_runner.settings import Settings
+from research_runner.status import ACTIVE_STATUSES, utcnow
 
 if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
     from research_runner.gateway import Gateway

@@ -20,17 +20,10 @@ from research_runner.exceptions import (
     PermanentError,
     RetryableError,
 )
-from research_runner.models import (
-    ACTIVE_STATUSES,
-    REMOTE_RUNNING,
-    REMOTE_TERMINAL,
-    Job,
-    JobStatus,
-    JobTurn,
-    utcnow,
-)
+from research_runner.models import Job, JobTurn
 from research_runner.settings import Settings
 from research_runner.snapshot import Snapshot
+from research_runner.status import ACTIVE_STATUSES, REMOTE_RUNNING, REMOTE_TERMINAL, JobStatus, utcnow
 
 if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
     from research_runner.gateway import Gateway

@@ -14,16 +14,10 @@ from research_runner.exceptions import (
     PermanentError,
 )
 from research_runner.lifecycle.steps import record
-from research_runner.models import (
-    ACTIVE_STATUSES,
-    ATTENTION_STATUSES,
-    REMOTE_TERMINAL,
-    Job,
-    JobStatus,
-    utcnow,
-)
+from research_runner.models import Job
 from research_runner.settings import Settings
 from research_runner.snapshot import Snapshot
+from research_runner.status import ACTIVE_STATUSES, ATTENTION_STATUSES, REMOTE_TERMINAL, JobStatus, utcnow
 from research_runner.validation import clean_question
 
 if TYPE_CHECKING:  # the SDK is imported only where a gateway is built

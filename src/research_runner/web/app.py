@@ -19,8 +19,8 @@ from starlette.staticfiles import StaticFiles
 from research_runner.client import Client
 from research_runner.constants import AGENTS
 from research_runner.exceptions import InvalidInput, InvalidJobState, JobNotFound, ResearchError
-from research_runner.models import ACTIVE_STATUSES, JobStatus
 from research_runner.settings import Settings
+from research_runner.status import ACTIVE_STATUSES, JobStatus
 from research_runner.web import export, queries, search, views
 from research_runner.web.guard import Guard, parse_logins
 

@@ -10,8 +10,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from research_runner.exceptions import InvalidJobState
-from research_runner.models import Job, utcnow
+from research_runner.models import Job
 from research_runner.settings import Settings
+from research_runner.status import utcnow
 from research_runner.web import views
 
 Format = Literal["html", "md"]

@@ -14,8 +14,9 @@ from sqlmodel import col, select
 
 from research_runner import db
 from research_runner.exceptions import InvalidInput
-from research_runner.models import Batch, Figure, Job, JobStatus, JobTurn, Schedule
+from research_runner.models import Batch, Figure, Job, JobTurn, Schedule
 from research_runner.settings import Settings
+from research_runner.status import JobStatus
 
 PER_PAGE = 50
 # What a row of the jobs table shows; the report and plan texts stay in the database.

@@ -13,8 +13,9 @@ from typing import Any
 
 from markupsafe import Markup
 
-from research_runner.models import ACTIVE_STATUSES, Figure, Job, utcnow
+from research_runner.models import Figure, Job
 from research_runner.settings import Settings
+from research_runner.status import ACTIVE_STATUSES, utcnow
 from research_runner.web import queries, render
 
 # Served and embedded as images; anything else (SVG can hold script) is not.
