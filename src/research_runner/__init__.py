@@ -38,8 +38,9 @@ _HOMES = {
         "CreateOutcomeUnknown", "GatewayError", "InvalidInput", "InvalidJobState", "JobNotFound", "PermanentError",
         "ResearchError", "RetryableError", "SchemaOutdated", "ServiceUnavailable",
     ),
-    "models": ("Batch", "Job", "JobStatus", "Schedule"),
+    "models": ("Batch", "Job", "Schedule"),
     "settings": ("Settings", "load_settings"),
+    "status": ("JobStatus",),
 }  # fmt: skip
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = [
