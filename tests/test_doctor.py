@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 from click.testing import CliRunner, Result
+from server_support import free_port
 
 from research_runner.cli import cli
 
@@ -25,12 +25,6 @@ def doctor(env: dict[str, str]) -> Result:
 def by_check(result: Result) -> dict[str, str]:
     """Each output line keyed by its check's name (`ok   broker: …` → {"broker": "ok   broker: …"})."""
     return {line[5:].split(":", 1)[0]: line for line in result.stdout.splitlines()}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_stopped_redis_fails_the_broker_check_with_a_fix(runner_env: dict[str, str], tmp_path: Path) -> None:

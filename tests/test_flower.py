@@ -3,16 +3,10 @@ and the API key shows up nowhere (worker log, database, reports, Flower's pages 
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
+from server_support import ServerProcess
 from sqlalchemy import inspect, text
 
 from research_runner import db, store
@@ -38,46 +33,19 @@ CHROMIUM = "/usr/bin/chromium"
 QUESTION = "How do heat pumps cope with very cold winters? [[emulator duration=0.5]]"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class FlowerProcess:
+class FlowerProcess(ServerProcess):
     """`research flower` as a real child process on a free port."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "research_runner", "flower", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        super().__init__("flower", env, log_path)
 
     def get(self, path: str, login: tuple[str, str] | None = FLOWER_LOGIN) -> tuple[int, str]:
-        request = urllib.request.Request(self.url + path)
-        if login:
-            request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""  # not listening yet
+        status, _, body = self.request(path, login)
+        return status, body.decode()
 
     def tasks(self, name: str) -> dict[str, dict[str, Any]]:
         status, body = self.get(f"/api/tasks?taskname={name}")
         return json.loads(body) if status == 200 else {}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-        self._log.close()
 
 
 @dataclass

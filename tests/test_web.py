@@ -5,11 +5,6 @@ and a hostile report rendered inert. Jobs are stored directly (store.new_job/sto
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from server_support import ServerProcess
 from sqlalchemy import update
 from sqlmodel import col
 
@@ -31,7 +27,6 @@ from research_runner.status import utcnow
 
 from chromium_support import Browser
 from conftest import settings_from, wait_for
-from test_flower import free_port
 
 LOGIN = ("reader", "web-pass-42")
 CHART = bar_chart([0.3, 0.9, 0.6])
@@ -70,37 +65,15 @@ HOSTILE_REPORT = """# Hostile <img src=x onerror="document.body.dataset.pwned='h
 """
 
 
-class WebProcess:
-    """`research web` as a real child process on a free port."""
+class WebProcess(ServerProcess):
+    """`research web` as a real child process on a free port, answering once this returns."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "research_runner", "web", "--port", str(self.port), *extra]
-        self.process = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        super().__init__("web", env, log_path, *extra)
         wait_for(lambda: self.get("/jobs")[0] == 200, 30, "the web server to answer")
 
     def get(self, path: str, login: tuple[str, str] | None = LOGIN, method: str = "GET") -> tuple[int, Any, bytes]:
-        request = urllib.request.Request(self.url + path, method=method)
-        if login:
-            request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers, exc.read()
-        except OSError:
-            return 0, None, b""  # not listening yet
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-        self._log.close()
+        return self.request(path, login, method)
 
 
 @dataclass
