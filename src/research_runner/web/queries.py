@@ -12,8 +12,8 @@ from sqlalchemy import func
 from sqlalchemy.orm import load_only
 from sqlmodel import col, select
 
-from research_runner import db
-from research_runner.exceptions import InvalidInput
+from research_runner import db, schedules
+from research_runner.exceptions import InvalidInput, JobNotFound
 from research_runner.models import Batch, Figure, Job, JobTurn, Schedule
 from research_runner.settings import Settings
 from research_runner.status import JobStatus
@@ -113,11 +113,11 @@ def _conditions(wanted: JobFilter, batch_id: str | None, schedule_id: str | None
 
 
 def schedule_named(settings: Settings, name: str) -> Schedule:
-    with db.session(settings) as session:
-        found = session.scalars(select(Schedule).where(col(Schedule.name) == name)).first()
-    if found is None:
-        raise InvalidInput(f"no schedule named {name[:100]!r}")
-    return found
+    """The schedule a filter names; an unknown one makes the filter bad (400), it is not a missing page (404)."""
+    try:
+        return schedules.find(settings, name)
+    except JobNotFound as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 @dataclass
