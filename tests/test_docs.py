@@ -54,3 +54,12 @@ def test_readme_first_screen_has_the_two_commands() -> None:
     first_screen = "\n".join(README.splitlines()[:25])
     assert 'uv run --frozen research run "' in first_screen
     assert "uv run --frozen pytest" in first_screen
+
+
+def test_readme_code_map_names_every_module() -> None:
+    package = Path(__file__).parent.parent / "src" / "research_runner"
+    code_map = README[README.index("## Where things live") : README.index("## Development")]
+    modules = [f"`{p.name}`" for p in package.glob("*.py") if p.name != "__main__.py"]
+    modules += [f"`{p.name}/`" for p in package.iterdir() if (p / "__init__.py").exists()]
+    assert len(modules) > 30
+    assert [module for module in modules if module not in code_map] == []
