@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 from sqlmodel import col, select
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
 REFRESH_SECONDS = 1.0
 WATCH_LIMIT = 200  # rows a terminal can usefully show
 QUESTION_COLUMN = 40
+CUT_MARK = "…"  # the last line of a view taller than the terminal
 # A plan waiting for the user is shown with the running jobs: the research goes on only once it is approved.
 WATCHED_STATUSES = ACTIVE_STATUSES | {JobStatus.PLAN_READY}
 
@@ -51,17 +53,20 @@ def jobs_table(shown: list[Job]) -> Table:
 
 
 class LiveJobs:
-    """A table redrawn in place on a terminal; elsewhere a line each time a job's status or thought changes."""
+    """A table redrawn in place on a terminal; elsewhere a line each time a job's status or thought changes.
 
-    def __init__(self, console: Console, transient: bool = True) -> None:
-        self.console = console
+    On a terminal the view vanishes when it ends (Ctrl-C included): what the command prints next takes its place.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        # Not soft-wrapped: a live view must know how many lines it drew to erase them.
+        self.console = Console(file=stream, highlight=False)
         self._live: Live | None = None
-        self._transient = transient
         self._seen: dict[str, tuple[str, str | None]] = {}
 
     def __enter__(self) -> LiveJobs:
         if self.console.is_terminal:
-            self._live = Live(Text(""), console=self.console, transient=self._transient, refresh_per_second=4)
+            self._live = Live(_WithCursorLine(Text("")), console=self.console, transient=True, refresh_per_second=4)
             self._live.start()
         return self
 
@@ -71,7 +76,7 @@ class LiveJobs:
 
     def update(self, shown: list[Job]) -> None:
         if self._live is not None:
-            self._live.update(jobs_table(shown) if shown else Text("No running jobs."))
+            self._live.update(_WithCursorLine(jobs_table(shown) if shown else Text("No running jobs.")))
             return
         for job in shown:
             key = (job.status, job.last_thought)
@@ -81,9 +86,28 @@ class LiveJobs:
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         if self._live is not None:
-            # Drawn empty first: stopped mid-redraw (Ctrl-C), a transient view would leave lines behind.
-            self._live.update(Text(""), refresh=True)
+            # Emptied first: stopping draws the view once more and then ends its line, which on a view as tall as
+            # the terminal scrolls the top line (the header) out of the reach of the erase.
+            self._live.update(Text(""))
             self._live.stop()
+
+
+class _WithCursorLine:
+    """A live view and an empty line under it, where the cursor waits; cut to the terminal's height, that line
+    included. The terminal echoes what is typed there, `^C` above all: after a full-width line, that echo would
+    wrap onto a line the view does not know it has (or scroll the screen), and erasing the view would then leave
+    its top line, the table's header, behind."""
+
+    def __init__(self, view: RenderableType) -> None:
+        self.view = view
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = console.render_lines(self.view, options, pad=False)
+        room = max(options.size.height - 1, 1)  # the cursor's line
+        for line in lines if len(lines) <= room else [*lines[: room - 1], [Segment(CUT_MARK)]]:
+            yield from line
+            yield Segment.line()
+        yield Segment.line()  # the cursor's (empty) line
 
 
 def running_jobs(settings: Settings) -> list[Job]:
@@ -103,7 +127,7 @@ def watch_all(settings: Settings, console: Console, interval: float = REFRESH_SE
         shown = running_jobs(settings)
         console.print(jobs_table(shown) if shown else Text("No running jobs."))
         return
-    with LiveJobs(console, transient=False) as view:
+    with LiveJobs(console.file) as view:
         try:
             while True:
                 view.update(running_jobs(settings))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,14 +34,17 @@ def research_options(func: Any) -> Any:
     return click.option("--no-charts", "no_charts", is_flag=True, help="Ask for a report without charts.")(func)
 
 
-def _progress() -> LiveJobs:
+@contextmanager
+def _progress() -> Iterator[LiveJobs]:
     """Progress goes to stderr, so stdout carries only the result (a line, or JSON); drawn as `research watch`."""
-    from rich.console import Console
-
     from research_runner.watch import LiveJobs
 
-    # Not soft-wrapped: a live view must know how many lines it drew to erase them (on Ctrl-C too).
-    return LiveJobs(Console(file=sys.stderr, highlight=False))
+    try:
+        with LiveJobs(sys.stderr) as view:
+            yield view
+    except KeyboardInterrupt:
+        # The view has vanished; "Aborted." takes its place (click would print an empty line before it).
+        raise click.Abort() from None
 
 
 @click.command()
@@ -108,14 +112,11 @@ def run(
     """
     client = client_of(ctx)
     review = _review if plan and sys.stdin.isatty() else None
-    try:
-        with _progress() as view:
-            # Through the view's own console, so a line prints above the live table instead of through it.
-            job = client.run(question, agent=agent, emulator=emulator, progress=view, charts=False if no_charts
-                             else None, plan=plan, files=files, review=review,
-                             notice=lambda line: view.console.print(line, markup=False))  # fmt: skip
-    except KeyboardInterrupt:
-        raise click.Abort() from None
+    with _progress() as view:
+        # Through the view's own console, so a line prints above the live table instead of through it.
+        job = client.run(question, agent=agent, emulator=emulator, progress=view, charts=False if no_charts
+                         else None, plan=plan, files=files, review=review,
+                         notice=lambda line: view.console.print(line, markup=False))  # fmt: skip
     finish(job, as_json)
 
 
