@@ -1,4 +1,5 @@
-"""Ctrl-C on `research run` and `research watch` in a real terminal leaves a clean screen.
+"""Ctrl-C on `research run` (also at its plan prompt), `watch` and `submit --wait` in a real terminal leaves a
+clean screen: no line of the live table, the cursor where the shell's prompt belongs, the documented exit code.
 
 Each command runs in a pseudo-terminal of its own, as a shell starts it; Ctrl-C is the byte a terminal sends for
 it, so the kernel's line discipline both signals the command's process group and echoes `^C`, as it does for a
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import pyte
 import pytest
+
+from research_runner import lifecycle
 
 from conftest import create_job, settings_from
 
@@ -57,6 +60,10 @@ class Terminal:
     def lines(self) -> list[str]:
         return [line.rstrip() for line in self.screen.display]
 
+    def scrolled_off(self) -> list[str]:
+        """The lines that scrolled off the top of the screen."""
+        return ["".join(line[x].data for x in range(COLUMNS)).rstrip() for line in self.screen.history.top]
+
     def read_until(self, condition: Callable[[Terminal], bool], what: str) -> None:
         """Feed the screen what the command writes until `condition` holds (or the command ends)."""
         deadline = time.monotonic() + DEADLINE
@@ -73,8 +80,11 @@ class Terminal:
         except OSError:  # EIO: the command has exited and closed the terminal
             self._open = False
 
+    def type(self, keys: bytes) -> None:
+        os.write(self._master, keys)
+
     def press_ctrl_c(self) -> None:
-        os.write(self._master, CTRL_C)
+        self.type(CTRL_C)
 
     def exit_code(self) -> int:
         self.read_until(lambda _: not self._open, "end of output")
@@ -107,14 +117,22 @@ def command_env(tmp_path: Path) -> dict[str, str]:
     return kept | folders | {"TERM": "xterm-256color"}
 
 
+def is_header(line: str) -> bool:
+    return line.split()[:2] == ["ID", "STATUS"]
+
+
 def table_with(row: str) -> Callable[[Terminal], bool]:
     """The live table is drawn with a row that says `row`."""
 
     def drawn(terminal: Terminal) -> bool:
         lines = terminal.lines()
-        return any(line.split()[:2] == ["ID", "STATUS"] for line in lines) and any(row in line for line in lines)
+        return any(is_header(line) for line in lines) and any(row in line for line in lines)
 
     return drawn
+
+
+def showing(text: str) -> Callable[[Terminal], bool]:
+    return lambda terminal: any(text in line for line in terminal.lines())
 
 
 def ctrl_c_on_table(terminal: Terminal, row: str) -> int:
@@ -129,9 +147,10 @@ def assert_clean(terminal: Terminal, printed: str) -> None:
     """No line of the table is left, on the screen or scrolled off it; the text printed is what remains, with the
     cursor (where the shell writes its prompt) at the start of the line under it."""
     lines, cursor = terminal.lines(), terminal.screen.cursor
-    assert len(terminal.screen.history.top) == 0, "lines scrolled off the screen"
+    shown = [*terminal.scrolled_off(), *lines[: cursor.y]]
+    assert not any(is_header(line) for line in shown), "\n".join(shown)
     assert (cursor.x, lines[cursor.y :]) == (0, [""] * (ROWS - cursor.y)), "\n".join(lines)
-    assert re.fullmatch(printed, " ".join(lines[: cursor.y])), "\n".join(lines)
+    assert re.fullmatch(printed, " ".join(shown)), "\n".join(shown)
 
 
 def test_ctrl_c_on_run_leaves_its_notices_and_no_table(tmp_path: Path) -> None:
@@ -159,3 +178,39 @@ def test_ctrl_c_on_submit_wait_leaves_only_aborted(tmp_path: Path) -> None:
     with in_terminal(["submit", "--wait", QUESTION], command_env(tmp_path)) as terminal:
         assert ctrl_c_on_table(terminal, "queued") == 1  # no worker runs here: the job stays queued for one
         assert_clean(terminal, r"Aborted\.")
+
+
+def test_ctrl_c_at_the_plan_prompt_of_run_cancels_its_job(tmp_path: Path) -> None:
+    prompt = "Approve this plan? Press Enter to approve, or type what to change:"
+    args = ["run", "--plan", f"{QUESTION} [[emulator duration=1]]"]
+    with in_terminal(args, command_env(tmp_path)) as terminal:
+        terminal.read_until(showing(prompt), "plan prompt")
+        terminal.type(b"shorter")
+        terminal.read_until(showing(f"{prompt} shorter"), "answer as typed")  # the live table is not over it
+        terminal.press_ctrl_c()
+        assert terminal.exit_code() == 1
+        assert_clean(
+            terminal,
+            rf".* research plan .*{re.escape(prompt)} shorter\^C "
+            r"Job [0-9a-f]{8} cancelled: its private emulator stopped with this command\. Aborted\.",
+        )
+
+
+@pytest.mark.parametrize(
+    ("signum", "raised"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, lifecycle.Interrupted)]
+)
+def test_an_interrupt_waits_for_the_end_of_a_shielded_step(signum: int, raised: type[BaseException]) -> None:
+    steps = []
+    with pytest.raises(raised), lifecycle.interruptible():
+        with lifecycle.shielded():
+            signal.raise_signal(signum)
+            steps.append("the step went on")
+        steps.append("the next step began")
+    assert steps == ["the step went on"]
+
+
+def test_a_second_interrupt_does_not_wait() -> None:
+    with pytest.raises(KeyboardInterrupt), lifecycle.interruptible(), lifecycle.shielded():
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        pytest.fail("the step went on after a second Ctrl-C")

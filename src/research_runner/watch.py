@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
@@ -66,7 +67,9 @@ class LiveJobs:
 
     def __enter__(self) -> LiveJobs:
         if self.console.is_terminal:
-            self._live = Live(_WithCursorLine(Text("")), console=self.console, transient=True, refresh_per_second=4)
+            # Redrawn by `update` only, in the caller's thread. rich's refresh thread would race a line printed
+            # above the view (`run`'s notices): each erases as many lines as it last knew the view to have.
+            self._live = Live(_WithCursorLine(Text("")), console=self.console, transient=True, auto_refresh=False)
             self._live.start()
         return self
 
@@ -76,7 +79,7 @@ class LiveJobs:
 
     def update(self, shown: list[Job]) -> None:
         if self._live is not None:
-            self._live.update(_WithCursorLine(jobs_table(shown) if shown else Text("No running jobs.")))
+            self._live.update(_WithCursorLine(jobs_table(shown) if shown else Text("No running jobs.")), refresh=True)
             return
         for job in shown:
             key = (job.status, job.last_thought)
@@ -84,12 +87,26 @@ class LiveJobs:
                 self.console.print(Text(display.progress_line(job)), highlight=False, soft_wrap=True)
             self._seen[job.id] = key
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The view off the screen while the user answers a prompt: redrawn under it, it would hide what they type."""
+        if self._live is None:
+            yield
+            return
+        self._stop(self._live)
+        yield
+        self._live.start()  # not after an exception: the command is ending, the view with it
+
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         if self._live is not None:
-            # Emptied first: stopping draws the view once more and then ends its line, which on a view as tall as
-            # the terminal scrolls the top line (the header) out of the reach of the erase.
-            self._live.update(Text(""))
-            self._live.stop()
+            self._stop(self._live)
+
+    @staticmethod
+    def _stop(live: Live) -> None:
+        # Emptied first: stopping draws the view once more and then ends its line, which on a view as tall as
+        # the terminal scrolls the top line (the header) out of the reach of the erase.
+        live.update(Text(""))
+        live.stop()
 
 
 class _WithCursorLine:
@@ -127,13 +144,14 @@ def watch_all(settings: Settings, console: Console, interval: float = REFRESH_SE
         shown = running_jobs(settings)
         console.print(jobs_table(shown) if shown else Text("No running jobs."))
         return
-    with LiveJobs(console.file) as view:
+    with LiveJobs(console.file) as view, lifecycle.interruptible():
         try:
             while True:
-                view.update(running_jobs(settings))
+                with lifecycle.shielded():  # Ctrl-C lands between reads and redraws, never inside one
+                    view.update(running_jobs(settings))
                 time.sleep(interval)  # the refresh period of the view
         except KeyboardInterrupt:
-            return  # leaving the view is the normal way out
+            return  # leaving the view is the normal way out (SIGTERM and SIGHUP too)
 
 
 def follow(settings: Settings, ref: str, gateway_factory: Callable[[], Gateway], console: Console) -> str | None:

@@ -16,7 +16,7 @@ from research_runner.cli.options import Failure, agent_option, client_of, consol
 from research_runner.status import ACTIVE_STATUSES, JobStatus
 
 if TYPE_CHECKING:
-    from research_runner.client import Client
+    from research_runner.client import Client, Review
     from research_runner.display import AnyJob
     from research_runner.models import Job, JobTurn
     from research_runner.readonly import Reader, TurnRow
@@ -111,8 +111,8 @@ def run(
         research run "Which open datasets track urban tree cover?" --emulator
     """
     client = client_of(ctx)
-    review = _review if plan and sys.stdin.isatty() else None
     with _progress() as view:
+        review = _reviewer(view) if plan and sys.stdin.isatty() else None
         # Through the view's own console, so a line prints above the live table instead of through it.
         job = client.run(question, agent=agent, emulator=emulator, progress=view, charts=False if no_charts
                          else None, plan=plan, files=files, review=review,
@@ -135,11 +135,25 @@ def _follow(client: Client, job: Job) -> Job:
     return client.wait(job.id)
 
 
+def _reviewer(view: LiveJobs) -> Review:
+    """`run --plan`'s review: each plan shown and answered with the live view off the screen."""
+
+    def review(job: Job) -> str | None:
+        with view.paused():
+            return _review(job)
+
+    return review
+
+
 def _review(job: Job) -> str | None:
     """Show a plan on the terminal; None approves it, any text asks for those changes."""
     display.render_markdown(console(stderr=True), job.plan_markdown or "", f"{job.short_id} · research plan")
-    answer = click.prompt("Approve this plan? Press Enter to approve, or type what to change", default="",
-                          show_default=False, err=True)  # fmt: skip
+    try:
+        answer = click.prompt("Approve this plan? Press Enter to approve, or type what to change", default="",
+                              show_default=False, err=True)  # fmt: skip
+    except click.Abort:  # click's prompt turns Ctrl-C into Abort: the run must see it as the Ctrl-C it was
+        click.echo(err=True)  # ends the prompt's line, after the echoed ^C
+        raise KeyboardInterrupt from None
     return answer.strip() or None
 
 

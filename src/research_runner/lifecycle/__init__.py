@@ -8,7 +8,7 @@ Every write goes through store.transition, guarded by the job's current status, 
 can repeat a step but never apply one twice. A finished interaction is stored by outcome.finish.
 """
 
-from research_runner.lifecycle.inline import Interrupted, interruptible, run_inline
+from research_runner.lifecycle.inline import Interrupted, interruptible, run_inline, shielded
 from research_runner.lifecycle.steps import (
     Mapper,
     Polled,
@@ -45,6 +45,7 @@ __all__ = [
     "reload",
     "revise",
     "run_inline",
+    "shielded",
     "start",
     "start_many",
     "turn_kind",

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,14 +36,17 @@ def _hold(settings: Settings, job: Job) -> None:
 def run_inline(settings: Settings, job_id: str, gateway: Gateway, progress: Progress) -> Job:
     """Process a job in this process, without broker or worker: the no-server path."""
     while True:
-        job = reload(settings, job_id)
-        progress(job)
+        with shielded():
+            job = reload(settings, job_id)
+            progress(job)
         if job.status not in ACTIVE_STATUSES:
             return job
         if job.next_poll_at is None or job.next_poll_at <= utcnow():
-            advance(settings, gateway, job_id)
+            with shielded():
+                advance(settings, gateway, job_id)
             continue
-        _hold(settings, job)
+        with shielded():
+            _hold(settings, job)
         time.sleep(min(WAIT_TICK, max(0.0, (job.next_poll_at - utcnow()).total_seconds())))
 
 
@@ -50,19 +54,54 @@ class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGHUP while a job runs in this process: handled exactly like Ctrl-C."""
 
 
+@dataclass
+class _Shield:
+    """Whether a step is under way that an interrupt must not cut, and the interrupt that waits for its end."""
+
+    up: bool = False
+    pending: KeyboardInterrupt | None = None
+
+
+_shield = _Shield()  # signals are handled in the main thread only, so one is enough
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """A step that Ctrl-C (or SIGTERM/SIGHUP) does not cut in the middle, under `interruptible`: it is raised when
+    the step ends. Cut anywhere, a database session's close or a redraw of the screen would be left half done and
+    the libraries doing them would print tracebacks about it. A second interrupt does not wait."""
+    if _shield.up or threading.current_thread() is not threading.main_thread():  # nested, or no signal comes here
+        yield
+        return
+    _shield.up = True
+    try:
+        yield
+    finally:  # what is pending is raised unless the step raised something else
+        _shield.up = False
+        pending, _shield.pending = _shield.pending, None
+    if pending is not None:
+        raise pending
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    interrupt = KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signal.Signals(signum).name)
+    if _shield.up and _shield.pending is None:
+        _shield.pending = interrupt
+        return
+    _shield.pending = None
+    raise interrupt
+
+
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into KeyboardInterrupt while a job runs in this process, so that being killed
-    politely leaves the job in a true state, as Ctrl-C does (signals can only be handled in the main thread)."""
+    politely leaves the job in a true state, as Ctrl-C does; all three wait for the end of a `shielded` step
+    (signals can only be handled in the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(signum: int, _frame: Any) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    wanted = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
-    previous = {s: signal.signal(s, interrupt) for s in wanted}
+    wanted = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, _interrupt) for s in wanted}
     try:
         yield
     finally:
