@@ -218,11 +218,13 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self.get(ref)
         while True:
-            progress(job)
+            with lifecycle.shielded():  # under lifecycle.interruptible, Ctrl-C lands between steps, not inside
+                progress(job)
             if job.status not in ACTIVE_STATUSES or (deadline is not None and time.monotonic() > deadline):
                 return job
             time.sleep(WAIT_TICK)
-            job = lifecycle.reload(self.settings, job.id)
+            with lifecycle.shielded():
+                job = lifecycle.reload(self.settings, job.id)
 
     def run(
         self,

@@ -126,10 +126,11 @@ RETRYABLE = {s.value for s in JobStatus} - {s.value for s in ACTIVE_STATUSES} - 
 def _follow(client: Client, job: Job) -> Job:
     """Show a submitted job's progress on stderr until a worker has stored its end: its thought summaries as
     the API streams them (as `research watch JOB` does) when this machine has an API key, else its row."""
+    from research_runner import lifecycle, watch
+
     if client.settings.api_key is None:
-        with _progress() as view:
+        with _progress() as view, lifecycle.interruptible():
             return client.wait(job.id, view)
-    from research_runner import watch
 
     watch.follow(client.db, job.id, client.gateway, console(stderr=True))
     return client.wait(job.id)
