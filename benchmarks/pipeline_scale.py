@@ -10,6 +10,7 @@ makespan is projected from the slot time of the jobs it finished.
 Usage: uv run python benchmarks/pipeline_scale.py [--jobs 2000] [--durations 60:150] [--concurrency 4]
        [--pool prefork|threads] [--poll-initial 10 --poll-multiplier 1.5 --poll-max 15 --poll-jitter 0.1]
        [--dispatch-interval 1] [--baseline-seconds 150] [--phases design,baseline] [--keep-logs]
+       [--safety-net 150] [--drop-rate 0.1]   (phases webhooks, webhooks-drop: see pipeline_webhooks.py)
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pipeline_webhooks as webhooks  # the webhooks phases (issue 12)
 import psycopg
 import redis
 from celery import Celery
@@ -276,6 +278,8 @@ class Phase:
     postgres_cpu: float
     machine_busy: float
     log: str
+    creates: int = 0
+    webhook_rows: dict[str, str] = field(default_factory=webhooks.empty_rows)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -301,7 +305,7 @@ def insert_jobs(settings: Settings, durations: list[float], how: str) -> dict[st
 
 
 def worker_command(name: str, args: argparse.Namespace) -> list[str]:
-    if name == "design":
+    if name == "design" or webhooks.is_webhooks(name):
         return [
             sys.executable,
             "-m",
@@ -338,7 +342,51 @@ def actual_ends(emulator_url: str, rows: list[Job]) -> dict[str, float]:
     return ends
 
 
+@contextlib.contextmanager
+def receiver_for(
+    name: str, args: argparse.Namespace, env: dict[str, str], emulator_url: str, logs: Path
+) -> Iterator[tuple[dict[str, str], Sampler | None]]:
+    """For a webhooks phase: a running receiver, the worker's env pointing at it, and a sampler of its CPU."""
+    if not webhooks.is_webhooks(name):
+        yield env, None
+        return
+    if name == "webhooks-drop":
+        webhooks.set_drop_rate(emulator_url, args.drop_rate)
+    receiver, url = webhooks.start_receiver(webhooks.receiver_env(env, emulator_url), logs / f"{name}-receiver.log")
+    try:
+        with Sampler(lambda: [receiver.pid]) as sampler:
+            yield webhooks.worker_env(env, url, args.safety_net), sampler
+    finally:
+        stop(receiver, 5)
+
+
 def run_phase(
+    name: str,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    settings: Settings,
+    emulator_url: str,
+    emulator_pid: int,
+    durations: list[float],
+    logs: Path,
+) -> Phase:
+    with receiver_for(name, args, env, emulator_url, logs) as (phase_env, receiver):
+        phase = run_worker(name, args, phase_env, settings, emulator_url, emulator_pid, durations, logs)
+    if receiver is not None:
+        latency = stored_latency(phase)
+        delivered = webhooks.deliveries_by_job(settings)
+        counts = webhooks.delivery_counts(emulator_url)
+        phase.webhook_rows = webhooks.rows(latency, delivered, counts, receiver.cpu_seconds, percentile)
+    return phase
+
+
+def stored_latency(phase: Phase) -> dict[str, float]:
+    """Job id -> seconds from its interaction's real end to its row being finished (completion -> stored)."""
+    return {r.id: r.finished_at.timestamp() - phase.ends[r.id] for r in phase.jobs
+            if r.finished_at is not None and r.id in phase.ends}  # fmt: skip
+
+
+def run_worker(
     name: str,
     args: argparse.Namespace,
     env: dict[str, str],
@@ -363,14 +411,15 @@ def run_phase(
                 sender = Celery("sender", broker=settings.broker_url, set_as_current=False)
                 for job_id in by_id:
                     sender.send_task(BASELINE_TASK, args=[job_id], queue=BASELINE_QUEUE)
-            cap = args.timeout if name == "design" else args.baseline_seconds
+            cap = args.baseline_seconds if name == "baseline" else args.timeout
             complete = wait_until_done(settings, started, cap, worker)
             elapsed = time.monotonic() - started
         busy1, total1 = machine_busy()
         emulator.sample()
     finally:
-        stop(worker, 20 if name == "design" else 2)  # baseline tasks sleep for minutes: no warm shutdown
-    gets = sum(admin(emulator_url, "/_emulator/stats")["requests"].get("get", {}).values())
+        stop(worker, 2 if name == "baseline" else 20)  # baseline tasks sleep for minutes: no warm shutdown
+    requests = admin(emulator_url, "/_emulator/stats")["requests"]
+    gets, creates = (sum(requests.get(kind, {}).values()) for kind in ("get", "create"))
     with db.session(settings) as session:
         rows = list(session.exec(select(Job)))
     busy = (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
@@ -388,6 +437,7 @@ def run_phase(
         pg.cpu_seconds,
         busy,
         log_path.read_text(errors="replace"),
+        creates,
     )
 
 
@@ -419,7 +469,7 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
     done = [r for r in rows if r.finished_at is not None]
     t0 = min(r.created_at for r in rows).timestamp()
     bound = max(r.created_at.timestamp() + phase.durations[r.id] for r in rows) - t0
-    latency = [r.finished_at.timestamp() - phase.ends[r.id] for r in done if r.id in phase.ends]  # type: ignore[union-attr]
+    latency = list(stored_latency(phase).values())
     lateness = [float(m.group(2)) for m in POLLED.finditer(phase.log)]
     task_times = [float(m.group(2)) for m in SUCCEEDED.finditer(phase.log) if m.group(1) == "research.poll"]
     if phase.complete:
@@ -442,6 +492,7 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
         gets = [int(m.group(1)) for m in BASELINE_DONE.finditer(phase.log)]
         gets_per_job = statistics.fmean(gets) if gets else float("nan")
     others = phase.machine_busy - (phase.cpu + phase.emulator_cpu + phase.postgres_cpu) / phase.elapsed
+    most_polls = "n/a" if phase.name == "baseline" else str(max((r.poll_count for r in rows), default=0))
     submit_delay = [(r.submitted_at - r.created_at).total_seconds() for r in rows if r.submitted_at]
     return {
         "jobs finished / in run": f"{len(done)}/{n} in {phase.elapsed:.0f} s",
@@ -450,7 +501,8 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
         "lower bound s (longest job)": f"{bound:.0f}",
         "makespan / lower bound": f"{makespan / bound:.2f}",
         "create delay p50/max s": f"{percentile(submit_delay, 0.5):.1f} / {max(submit_delay, default=0):.1f}",
-        "API GETs per job": f"{gets_per_job:.1f}",
+        "API GETs per job (max per job)": f"{gets_per_job:.2f} ({most_polls})",
+        "API creates per job": f"{phase.creates / n:.2f}",
         "completion->stored p50/p95/max s": "/".join(f"{percentile(latency, q):.1f}" for q in (0.5, 0.95, 1.0)),
         "poll lateness p50/p99 s": (
             f"{percentile(lateness, 0.5):.2f} / {percentile(lateness, 0.99):.2f}" if lateness else "n/a (no schedule)"
@@ -464,7 +516,7 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
         "worker peak RSS MB (tree)": f"{phase.peak_rss / 2**20:.0f}",
         "emulator / PostgreSQL CPU s": f"{phase.emulator_cpu:.0f} / {phase.postgres_cpu:.0f}",
         "machine busy, cores (others)": f"{phase.machine_busy:.2f} ({others:.2f})",
-    }
+    } | phase.webhook_rows
 
 
 def print_table(args: argparse.Namespace, results: list[dict[str, str]], names: list[str]) -> None:
@@ -472,10 +524,11 @@ def print_table(args: argparse.Namespace, results: list[dict[str, str]], names: 
         f"\npipeline at scale: {args.jobs} jobs, durations {args.durations} s (seed {args.seed}), "
         f"pool {args.pool} x{args.concurrency}, poll {args.poll_initial}x{args.poll_multiplier}->"
         f"{args.poll_max} s ±{args.poll_jitter}, dispatch every {args.dispatch_interval} s, "
-        f"API latency {args.api_latency} s, jobs stored {args.submit}; "
+        f"API latency {args.api_latency} s, jobs stored {args.submit}; webhooks: safety-net poll every "
+        f"{args.safety_net} s, webhooks-drop drops {args.drop_rate:.0%} of deliveries; "
         f"baseline sleeps {args.baseline_interval} s, capped at {args.baseline_seconds} s; {os.cpu_count()} CPUs"
     )
-    widths = [34] + [max(14, *(len(r[k]) for k in r)) + 2 for r in results]
+    widths = [38] + [max(14, *(len(r[k]) for k in r)) + 2 for r in results]
     print("".join(h.ljust(w) for h, w in zip(["metric", *names], widths, strict=True)))
     for key in results[0]:
         print("".join(v.ljust(w) for v, w in zip([key, *(r[key] for r in results)], widths, strict=True)))
@@ -501,7 +554,7 @@ def worker_env(
 
 def reset_stores(settings: Settings, broker: redis.Redis, emulator_url: str) -> None:
     with psycopg.connect(settings.database_url.replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs")
+        conn.execute("TRUNCATE jobs, webhook_deliveries")
     broker.flushdb()
     admin(emulator_url, "/_emulator/reset", "POST")
 
@@ -583,7 +636,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--baseline-interval", type=float, default=None, help="baseline sleep (default: --poll-max)")
     parser.add_argument("--baseline-seconds", type=float, default=150.0, help="cap on the baseline's run time")
-    parser.add_argument("--phases", default="design,baseline", help="which runs, in order: design,baseline")
+    parser.add_argument(
+        "--phases", default="design,baseline", help="which runs, in order: design,baseline,webhooks,webhooks-drop"
+    )
+    parser.add_argument("--safety-net", type=float, default=150.0, help="webhooks phases: safety-net poll interval")
+    parser.add_argument("--drop-rate", type=float, default=0.1, help="webhooks-drop: share of deliveries dropped")
     parser.add_argument("--timeout", type=float, default=900.0, help="cap on the design's run time")
     parser.add_argument("--redis-db", type=int, default=12)
     parser.add_argument("--keep-logs", action="store_true")
