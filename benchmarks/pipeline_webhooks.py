@@ -113,6 +113,10 @@ def rows(
         "deliveries sent/dropped/2xx/retried": (
             f"{counts['events']}/{counts['dropped']}/{counts['acknowledged']}/{counts['retries']}"
         ),
+        "non-2xx answers (0: none in 5 s)": ", ".join(
+            f"{k.removeprefix('status_')} x{v}" for k, v in sorted(counts.items()) if _failed(k)
+        )
+        or "none",
         "receiver outcomes": ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none",
         "stored after a delivery: n, p95/max s": (
             f"{len(by_webhook)}, {fmt_spread(list(by_webhook.values()), percentile).split('/', 1)[1]}"
@@ -122,6 +126,10 @@ def rows(
         "stored by the safety net: n, max s": (f"{len(by_net)}, {max(by_net.values()):.1f}" if by_net else "0"),
         "receiver CPU s": f"{receiver_cpu:.1f}",
     }
+
+
+def _failed(count_name: str) -> bool:
+    return count_name.startswith("status_") and not count_name.removeprefix("status_").startswith("2")
 
 
 def empty_rows() -> dict[str, str]:

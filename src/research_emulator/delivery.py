@@ -75,6 +75,7 @@ class Message:
     first_at: float
     attempt: int = 0
     spoil: str | None = None  # bad_signature or stale_timestamp: the first attempt only
+    interaction_id: str | None = None  # for the admin log: whose end this is (none for a ping)
 
 
 class KeyRing:
@@ -200,6 +201,7 @@ class Deliverer:
     def _enqueue(self, url: str, event: str, payload: dict[str, Any], sign: Callable[[str, int, bytes], str]) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
         message = Message("msg_" + uuid.uuid4().hex, url, body, event, sign, time.time())
+        message.interaction_id = payload["data"].get("id")
         self.counts["events"] += 1
         draw = {name: self.rng.random() < self.policy.rates.get(name, 0.0) for name in FAULT_NAMES}
         if draw["drop"]:
@@ -215,16 +217,16 @@ class Deliverer:
         if draw["duplicate"]:
             self.counts["duplicated"] += 1
             copy = Message(message.webhook_id, url, body, event, message.sign, message.first_at)
+            copy.interaction_id = message.interaction_id
             self._push(copy, delay + self.rng.uniform(0, 0.2))
 
     def _push(self, message: Message, delay: float) -> None:
         heapq.heappush(self._queue, (time.monotonic() + delay, next(self._seq), message))
 
     async def _send(self, message: Message) -> None:
+        sent_at, spoil = time.time(), message.spoil  # _post clears the spoil: it spoils one attempt only
         status = await asyncio.to_thread(self._post, message)
-        self.counts[f"status_{status}"] += 1
-        self.log = [*self.log[-199:], {"webhook_id": message.webhook_id, "event": message.event,
-                                       "attempt": message.attempt, "status": status}]  # fmt: skip
+        self._note(message, status, sent_at, spoil)
         if 200 <= status < 300:
             self.counts["acknowledged"] += 1
             return
@@ -234,6 +236,14 @@ class Deliverer:
             return
         self.counts["retries"] += 1
         self._push(message, min(self.policy.retry_initial * 2 ** (message.attempt - 1), self.policy.retry_max))
+
+    def _note(self, message: Message, status: int, sent_at: float, spoil: str | None) -> None:
+        """Count the attempt and keep it in the admin log (wall-clock `sent_at`: tests check the backoff)."""
+        self.counts[f"status_{status}"] += 1
+        self.log = [*self.log[-199:], {"webhook_id": message.webhook_id, "event": message.event,
+                                       "interaction_id": message.interaction_id, "url": message.url,
+                                       "attempt": message.attempt, "status": status, "sent_at": sent_at,
+                                       "spoil": spoil}]  # fmt: skip
 
     def _post(self, message: Message) -> int:
         """One attempt; 0 when nothing answered (connection refused, timeout)."""
