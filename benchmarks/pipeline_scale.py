@@ -376,7 +376,7 @@ def run_phase(
         latency = stored_latency(phase)
         delivered = webhooks.deliveries_by_job(settings)
         counts = webhooks.delivery_counts(emulator_url)
-        phase.webhook_rows = webhooks.rows(latency, delivered, counts, receiver.cpu_seconds, percentile)
+        phase.webhook_rows = webhooks.rows(latency, phase.ends, delivered, counts, receiver.cpu_seconds, percentile)
     return phase
 
 

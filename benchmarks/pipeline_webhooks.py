@@ -100,6 +100,7 @@ def fmt_spread(values: list[float], percentile: Any) -> str:
 
 def rows(
     latency: dict[str, float],
+    ends: dict[str, float],
     delivered: dict[str, list[tuple[str, datetime]]],
     counts: Counter[str],
     receiver_cpu: float,
@@ -109,6 +110,7 @@ def rows(
     by_webhook = {j: s for j, s in latency.items() if any(o == "due" for o, _ in delivered.get(j, []))}
     by_net = {j: s for j, s in latency.items() if j not in by_webhook}
     outcomes = Counter(o for found in delivered.values() for o, _ in found)
+    recorded = {j: min(t.timestamp() for o, t in delivered[j] if o == "due") - ends[j] for j in by_webhook}
     return {
         "deliveries sent/dropped/2xx/retried": (
             f"{counts['events']}/{counts['dropped']}/{counts['acknowledged']}/{counts['retries']}"
@@ -123,6 +125,8 @@ def rows(
             if by_webhook
             else "0"
         ),
+        "  end -> delivery recorded p50/p95/max": fmt_spread(list(recorded.values()), percentile),
+        "  recorded -> stored p50/p95/max": fmt_spread([by_webhook[j] - recorded[j] for j in recorded], percentile),
         "stored by the safety net: n, max s": (f"{len(by_net)}, {max(by_net.values()):.1f}" if by_net else "0"),
         "receiver CPU s": f"{receiver_cpu:.1f}",
     }
@@ -133,5 +137,5 @@ def _failed(count_name: str) -> bool:
 
 
 def empty_rows() -> dict[str, str]:
-    keys = rows({}, {}, Counter(), 0.0, lambda v, q: 0.0)
+    keys = rows({}, {}, {}, Counter(), 0.0, lambda v, q: 0.0)
     return dict.fromkeys(keys, "n/a")
