@@ -5,7 +5,8 @@ broker and a fresh PostgreSQL database, inserts N jobs whose emulated durations 
 (`[[emulator duration=S]]` in each question) and lets the dispatcher pick them up. Then it does the same work
 the notebook way, a Celery task per job that loops `get` + `sleep(interval)`, at the same concurrency and
 pool; that baseline holds one slot per waiting job, so it runs for at most --baseline-seconds and its
-makespan is projected from the slot time of the jobs it finished.
+makespan is projected from the slot time of the jobs it finished. The `webhooks` and `webhooks-drop` phases
+(issue 12, pipeline_webhooks.py) run the same jobs again with a webhook receiver and polling as the safety net.
 
 Usage: uv run python benchmarks/pipeline_scale.py [--jobs 2000] [--durations 60:150] [--concurrency 4]
        [--pool prefork|threads] [--poll-initial 10 --poll-multiplier 1.5 --poll-max 15 --poll-jitter 0.1]
