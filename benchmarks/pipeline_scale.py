@@ -529,7 +529,7 @@ def print_table(args: argparse.Namespace, results: list[dict[str, str]], names: 
         f"{args.safety_net} s, webhooks-drop drops {args.drop_rate:.0%} of deliveries; "
         f"baseline sleeps {args.baseline_interval} s, capped at {args.baseline_seconds} s; {os.cpu_count()} CPUs"
     )
-    widths = [38] + [max(14, *(len(r[k]) for k in r)) + 2 for r in results]
+    widths = [40] + [max(14, *(len(r[k]) for k in r)) + 2 for r in results]
     print("".join(h.ljust(w) for h, w in zip(["metric", *names], widths, strict=True)))
     for key in results[0]:
         print("".join(v.ljust(w) for v, w in zip([key, *(r[key] for r in results)], widths, strict=True)))
