@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import selectors
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from server_support import free_port
 from sqlmodel import select
 
 from research_runner import db
@@ -263,9 +263,3 @@ def test_a_receiver_down_then_up_gets_the_retries_and_stores_every_job(
         assert all(later > earlier for earlier, later in itertools.pairwise(gaps)), gaps  # backing off
         assert gaps[-1] > 3 * gaps[0], gaps  # doubling: 0.5, 1, 2 s ... (loose: the emulator's 50 ms ticks)
         assert job.finished_at is not None and job.finished_at.timestamp() > up_at
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
