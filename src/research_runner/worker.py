@@ -117,8 +117,9 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=TASK_SUBMIT, shared=False)  # type: ignore[untyped-decorator]
     def submit(job_ids: list[str] | str) -> list[dict[str, Any]]:
         ids = _as_list(job_ids)
-        lifecycle.start_many(settings, state.gateway(), ids, state.threads().map)
-        found = {job.id: job for job in store.load_many(settings, ids)}
+        found = {job.id: job for job in lifecycle.start_many(settings, state.gateway(), ids, state.threads().map)}
+        rest = [job_id for job_id in ids if job_id not in found]  # not created: read back what became of them
+        found |= {job.id: job for job in store.load_many(settings, rest)} if rest else {}
         return [_describe(job_id, found.get(job_id), after_submit=True, web_url=settings.web_url) for job_id in ids]
 
     @app.task(name=TASK_POLL, shared=False)  # type: ignore[untyped-decorator]
