@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=800)
     parser.add_argument("--polls", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=JOBS_PER_MESSAGE * 4)
+    parser.add_argument("--threads", type=int, default=32)  # the worker's, with --concurrency 4
     args = parser.parse_args()
     name = f"rr_steps_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
 from sqlmodel import Session, col
 
 from research_runner import db
@@ -271,27 +271,28 @@ def reap_interrupted_creates(settings: Settings, now: datetime | None = None) ->
         return int(_core(session, statement).rowcount)
 
 
-_RESCHEDULED = ("poll_count", "next_poll_at", "lease_until", "error", "updated_at", "remote_status", "last_thought")
-
-
-_RESCHEDULE_MANY = (
-    update(Job)
-    # poll_count as it was loaded: a poll of the same job that finished in the meantime (a batch can outlast
-    # its lease, and the job be handed out again) has moved it on, and its newer schedule stands.
-    .where(
-        col(Job.id) == bindparam("job_id"),
-        col(Job.status) == JobStatus.RUNNING,
-        col(Job.poll_count) == bindparam("polls_before"),
-    )
-    .values({name: bindparam(f"new_{name}") for name in _RESCHEDULED})
-)
-
-
 def reschedule_all(settings: Settings, pending: list[dict[str, Any]]) -> None:
-    """Write the next poll of several still-running jobs in one statement (executemany), guarded by status."""
-    if pending:
-        with db.session(settings) as session:
-            _core(session, _RESCHEDULE_MANY, pending)
+    """Write the next poll of several still-running jobs in one UPDATE, guarded by status and by each job's
+    poll_count as it was loaded: a poll of the same job that finished in the meantime (a message can outlast its
+    lease, and the job be handed out again) has moved it on, and its newer schedule stands.
+
+    Each entry holds `job_id`, `polls_before` and the new values; every entry must have the same columns."""
+    if not pending:
+        return
+    by_job = {row["job_id"]: row for row in pending}
+    columns = [name for name in pending[0] if name not in ("job_id", "polls_before")]
+    statement = (
+        update(Job)
+        .where(
+            col(Job.id).in_(list(by_job)),
+            col(Job.status) == JobStatus.RUNNING,
+            col(Job.poll_count)
+            == _per_job("poll_count", {job_id: row["polls_before"] for job_id, row in by_job.items()}),
+        )
+        .values({name: _per_job(name, {job_id: row[name] for job_id, row in by_job.items()}) for name in columns})
+    )
+    with db.session(settings) as session:
+        _core(session, statement)
 
 
 def unwritten_reports(settings: Settings, limit: int = 100) -> list[Job]:

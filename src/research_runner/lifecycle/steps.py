@@ -375,10 +375,7 @@ def record(settings: Settings, job: Job, snapshot: Snapshot, pending: list[dict[
         if pending is None:
             store.transition(settings, job.id, [JobStatus.RUNNING], **values)
         else:
-            pending.append(
-                {f"new_{key}": value for key, value in values.items()}
-                | {"job_id": job.id, "polls_before": job.poll_count}
-            )
+            pending.append(values | {"job_id": job.id, "polls_before": job.poll_count})
     else:
         _needs_attention(
             settings,
