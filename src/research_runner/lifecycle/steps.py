@@ -124,8 +124,8 @@ def _input(settings: Settings, job: Job) -> str | list[dict[str, Any]]:
     return attachments.input_of(job.question, [attachments.Attachment(f.name, f.mime_type, f.data) for f in files])
 
 
-def _started(settings: Settings, gateway: Gateway, created: list[tuple[Job, str]]) -> None:
-    """Record the interactions just created, with their turns, in one transaction."""
+def _started(settings: Settings, gateway: Gateway, created: list[tuple[Job, str]]) -> list[Job]:
+    """Record the interactions just created, with their turns, in one transaction; returns the jobs now running."""
     now = utcnow()
     values = {
         job.id: {"status": JobStatus.RUNNING, "interaction_id": interaction_id, "api_endpoint": gateway.endpoint,
@@ -139,6 +139,9 @@ def _started(settings: Settings, gateway: Gateway, created: list[tuple[Job, str]
     for job, interaction_id in created:
         if job.id not in moved:
             _keep_late_interaction(settings, job.id, interaction_id)
+        else:  # the caller's copy says what the row now says, so it need not be read again
+            job.status, job.interaction_id = JobStatus.RUNNING, interaction_id
+    return [job for job, _ in created if job.id in moved]
 
 
 def turn_kind(job: Job) -> str:
@@ -227,10 +230,11 @@ def _each(
     return list(mapper(one, items)), failures
 
 
-def start_many(settings: Settings, gateway: Gateway, job_ids: list[str], mapper: Mapper = map) -> None:
+def start_many(settings: Settings, gateway: Gateway, job_ids: list[str], mapper: Mapper = map) -> list[Job]:
     """Create the interactions of several queued jobs, loaded in one query; a failure is raised once every job
-    has had its turn."""
+    has had its turn. Returns the jobs now running, as stored (the others' rows say what became of them)."""
     found = store.load_many(settings, job_ids)
+    running: list[Job] = []
     if settings.monthly_budget_usd is not None or settings.api_requests_per_minute:
         # Each job checks the budget and takes its turn of the shared API budget before it is taken.
         _, failures = _each(
@@ -242,9 +246,10 @@ def start_many(settings: Settings, gateway: Gateway, job_ids: list[str], mapper:
         ids, failures = _each(
             settings, mapper, taken, lambda job: _create(settings, gateway, job), lambda job: str(job.id)
         )
-        _started(settings, gateway, [(job, id_) for job, id_ in zip(taken, ids, strict=True) if id_ is not None])
+        running = _started(settings, gateway, [(job, id_) for job, id_ in zip(taken, ids, strict=True) if id_])
     if failures:
         raise failures[0]  # the failed jobs keep their lease and are handed out again once it lapses
+    return running
 
 
 def poll_many(
@@ -363,10 +368,7 @@ def record(settings: Settings, job: Job, snapshot: Snapshot, pending: list[dict[
         if pending is None:
             store.transition(settings, job.id, [JobStatus.RUNNING], **values)
         else:
-            pending.append(
-                {f"new_{key}": value for key, value in values.items()}
-                | {"job_id": job.id, "polls_before": job.poll_count}
-            )
+            pending.append(values | {"job_id": job.id, "polls_before": job.poll_count})
     else:
         _needs_attention(
             settings,
