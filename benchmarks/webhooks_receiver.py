@@ -4,9 +4,12 @@ Starts the receiver as its own process on a fresh database (SQLite in a temp fol
 stores N running jobs and one static webhook secret, signs one `interaction.completed` delivery per job
 beforehand (Standard Webhooks HMAC, as the API signs), then posts them from a pool of keep-alive connections.
 Every delivery is verified, recorded once and makes its job's poll due; the figure counts 200 answers only,
-and the database is checked afterwards (one row per delivery, every job due).
+and the database is checked afterwards (one row per delivery, every job due). Two receivers in the same run:
+group commit (the default) and the baseline RESEARCH_WEBHOOK_BATCH=1 (a commit per delivery); each gets its own
+fresh database. The receiver's CPU seconds (from /proc) are reported per delivery, as the sender shares the cores.
 
-Usage: uv run python benchmarks/webhooks_receiver.py [--deliveries 3000] [--threads 16] [--database-url URL]
+Usage: uv run python benchmarks/webhooks_receiver.py [--deliveries 3000] [--threads 16] [--postgres ADMIN_URL]
+(--postgres: a throw-away database is created on that server and dropped afterwards)
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ def start_receiver(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     return process, line.decode().strip().rsplit(" ", 1)[-1]
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115 (one read)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def send_all(url: str, deliveries: list[tuple[bytes, dict[str, str]]], threads: int) -> tuple[float, list[float], int]:
     parts = urlsplit(url)
     chunks = [deliveries[i::threads] for i in range(threads)]
@@ -102,31 +110,67 @@ def send_all(url: str, deliveries: list[tuple[bytes, dict[str, str]]], threads: 
     return elapsed, [x for latencies, _ in results for x in latencies], sum(ok for _, ok in results)
 
 
+def run(database_url: str | None, count: int, threads: int, batch: int) -> tuple[str, ...]:
+    with tempfile.TemporaryDirectory() as data_dir:
+        env, deliveries = prepare(database_url, data_dir, count)
+        process, url = start_receiver({**env, "RESEARCH_WEBHOOK_BATCH": str(batch)})
+        try:
+            send_all(url, deliveries[:50], 4)  # warm-up: connections, imports, the secrets cache
+            cpu = cpu_seconds(process.pid)
+            elapsed, latencies, ok = send_all(url, deliveries[50:], threads)
+            cpu = cpu_seconds(process.pid) - cpu
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+        settings = load_settings(data_dir=data_dir, database_url=database_url)
+        with db.session(settings) as session:
+            recorded = session.scalar(select(func.count()).select_from(WebhookDelivery))
+            due = session.scalar(select(func.count()).select_from(Job).where(Job.next_poll_at <= utcnow()))  # type: ignore[arg-type, operator]
+    assert recorded == due == count, f"recorded {recorded}, due {due}, expected {count}"
+    cuts = statistics.quantiles(latencies, n=100)
+    mode = "group commit" if batch > 1 else "commit per delivery"
+    return (mode, f"{ok}/{len(latencies)}", f"{ok / elapsed:.0f}", f"{cuts[49] * 1000:.1f}", f"{cuts[98] * 1000:.1f}",
+            f"{cpu / ok * 1000:.2f}", f"{ok / cpu:.0f}" if cpu else "-")  # fmt: skip
+
+
+def throwaway_database(admin_url: str) -> str:
+    import psycopg
+
+    name = f"rr_bench_{os.getpid()}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return admin_url.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    import psycopg
+
+    db.dispose_engines()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--postgres", default=None, help="admin URL of a PostgreSQL server (a throw-away db)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as data_dir:
-        env, deliveries = prepare(args.database_url, data_dir, args.deliveries)
-        process, url = start_receiver(env)
+    rows = []
+    for batch in (100, 1):
+        url = throwaway_database(args.postgres) if args.postgres else None
         try:
-            send_all(url, deliveries[:50], 4)  # warm-up: connections, imports, the secrets cache
-            elapsed, latencies, ok = send_all(url, deliveries[50:], args.threads)
+            rows.append(run(url, args.deliveries, args.threads, batch))
         finally:
-            process.terminate()
-            process.wait(timeout=10)
-        settings = load_settings(data_dir=data_dir, database_url=args.database_url)
-        with db.session(settings) as session:
-            recorded = session.scalar(select(func.count()).select_from(WebhookDelivery))
-            due = session.scalar(select(func.count()).select_from(Job).where(Job.next_poll_at <= utcnow()))  # type: ignore[arg-type, operator]
-    rate = ok / elapsed
-    cuts = statistics.quantiles(latencies, n=100)
-    print(f"database: {settings.database_url.split('@')[-1]}; cores: {os.cpu_count()}; threads: {args.threads}")
-    print(f"{ok}/{len(latencies)} deliveries answered 200 in {elapsed:.2f} s: {rate:.0f}/s (target {TARGET:.0f}/s)")
-    print(f"latency p50 {cuts[49] * 1000:.1f} ms, p95 {cuts[94] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms")
-    print(f"recorded {recorded} deliveries, {due} jobs due (expected {len(deliveries)} each)")
+            if url and args.postgres:
+                drop_database(args.postgres, url)
+    backend = "PostgreSQL (throw-away db)" if args.postgres else "SQLite (temp folder)"
+    print(f"database: {backend}; cores: {os.cpu_count()}; sender threads: {args.threads}; target {TARGET:.0f}/s")
+    header = ("receiver", "200s", "deliveries/s", "p50 ms", "p99 ms", "receiver CPU ms/delivery", "CPU-bound /s")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for line in (header, *rows):
+        print("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)))
 
 
 if __name__ == "__main__":

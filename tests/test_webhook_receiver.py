@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from research_runner import db, store, webhooks
 from research_runner.models import WebhookDelivery
 from research_runner.settings import Settings, load_settings
 from research_runner.status import utcnow
+from research_runner.webhook_record import BUSY, DUPLICATE, Delivery, record_batch, target_of
 
 from conftest import wait_for
 
@@ -183,3 +186,28 @@ def test_doctor_checks_the_receiver_and_a_signed_ping_end_to_end(
         (f"webhook {hook.id} ping", "ok"),
     ], [c.line() for c in checks]
     assert str(hook.new_signing_secret) not in " ".join(c.line() for c in checks)
+
+
+def test_concurrent_deliveries_are_each_recorded_once_and_answered_after_commit(
+    settings: Settings, receiver: RunningReceiver
+) -> None:
+    jobs = [running_job(settings, f"v1_many_{n}") for n in range(12)]
+    sends = [(event(f"v1_many_{n}", job.id), f"msg_many_{n}") for n, job in enumerate(jobs)]
+    sends.append(sends[0])  # the same delivery twice, at the same time
+    with ThreadPoolExecutor(len(sends)) as pool:
+        answers = list(pool.map(lambda s: post(receiver.url, s[0], signed_headers(s[0], s[1])), sends))
+    assert sorted(a[1]["outcome"] for a in answers) == ["due"] * 12 + ["duplicate"]
+    assert len(deliveries(settings)) == 12 and all(is_due(settings, job.id) for job in jobs)  # committed on answer
+
+
+def test_one_batch_records_a_repeated_id_once_and_keeps_nothing_of_a_leased_job(settings: Settings) -> None:
+    free, leased = running_job(settings, "v1_free"), running_job(settings, "v1_held", leased=True)
+    batch = [Delivery("msg_a", target_of(json.loads(event("v1_free", free.id)))),
+             Delivery("msg_a", target_of(json.loads(event("v1_free", free.id)))),
+             Delivery("msg_b", target_of(json.loads(event("v1_held", leased.id)))),
+             Delivery("msg_c", target_of(json.loads(event("v1_nobody"))))]  # fmt: skip
+    with db.get_engine(settings.database_url).connect() as conn, conn.begin():
+        outcomes = record_batch(conn, batch, utcnow())
+    assert outcomes == ["due", DUPLICATE, BUSY, "unknown"]
+    assert sorted(d.webhook_id for d in deliveries(settings)) == ["msg_a", "msg_c"]  # the busy one is retried
+    assert is_due(settings, free.id) and not is_due(settings, leased.id)

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     webhook_jwks_url: str | None = None
     webhook_tolerance: float = Field(default=300.0, gt=0)  # seconds a delivery's timestamp may be off
     webhook_max_body: int = Field(default=262_144, gt=0)  # bytes; larger deliveries get 413 unread
+    # Deliveries the receiver records in one transaction at most (group commit); 1: a commit per delivery.
+    webhook_batch: int = Field(default=100, ge=1, le=1000)
     webhook_host: str = "127.0.0.1"  # where `research webhooks serve` listens
     webhook_port: int = Field(default=8780, ge=0, le=65535)
     # `research web`: its login (same form as Flower's), the address users reach it at (put in every Flower task

@@ -82,7 +82,21 @@ class Jwks:
         self._lock = threading.Lock()
         self.fetches = 0
 
+    def cached(self, token: str) -> bool:
+        """Whether the key a JWT names is at hand, so checking it fetches nothing (and cannot wait on the network)."""
+        try:
+            kid = str(jwt.get_unverified_header(token).get("kid") or "")
+        except jwt.PyJWTError:
+            return False
+        return self._fresh(kid) is not None
+
+    def _fresh(self, kid: str) -> Any:
+        keys = self._keys  # one read: a fetch replaces the whole dict
+        return keys.get(kid) if time.monotonic() - self._fetched_at <= JWKS_MAX_AGE else None
+
     def key(self, kid: str) -> Any:
+        if (key := self._fresh(kid)) is not None:  # no lock: a fetch for another key id may hold it for seconds
+            return key
         with self._lock:
             stale = time.monotonic() - self._fetched_at > JWKS_MAX_AGE
             unknown = kid not in self._keys and time.monotonic() - self._fetched_at > JWKS_MIN_REFETCH

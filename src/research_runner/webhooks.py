@@ -3,8 +3,9 @@
 A delivery only says "look at this interaction now": the payload is used to find the job (the job id the runner
 put in `user_metadata`, else the interaction id), and the dispatcher's next tick sends the poll whose GET brings
 the report. Deliveries come at least once and in any order, so each `webhook-id` is recorded once in the
-database (shared by every receiver behind a load balancer) in the same transaction that makes the poll due;
-duplicates, unknown interactions and jobs that already ended are acknowledged and ignored.
+database (shared by every receiver behind a load balancer) in the same transaction that makes the poll due
+(webhook_record.py, which shares one transaction among the deliveries that arrive together); duplicates, unknown
+interactions and jobs that already ended are acknowledged and ignored.
 
 Signing secrets of static webhooks live in the `webhook_secrets` table, not in a file: every receiver (one per
 container or host) reads the same ones, and a rotation reaches them all without a restart. They are never logged.
@@ -15,19 +16,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col
+from sqlmodel import col
 
-from research_runner import db, store
-from research_runner.constants import JOB_LABEL
-from research_runner.models import Job, WebhookDelivery, WebhookSecret
+from research_runner import db
+from research_runner.exceptions import ServiceUnavailable
+from research_runner.models import WebhookSecret
 from research_runner.settings import Settings
-from research_runner.status import JobStatus, utcnow
+from research_runner.status import utcnow
+from research_runner.webhook_record import BUSY, Delivery, GroupCommit, target_of
+from research_runner.webhook_record import PING_EVENT as PING_EVENT  # the doctor's ping is found by it
 
 if TYPE_CHECKING:  # pyjwt, cryptography and starlette load only in the receiver, not with every command
     from starlette.applications import Starlette
@@ -42,99 +43,9 @@ log = logging.getLogger("research_runner.webhooks")
 EVENTS = ("interaction.completed", "interaction.failed", "interaction.requires_action", "interaction.cancelled")
 # Registration asks only for the events the Python SDK and the API reference list, which the API surely accepts.
 REGISTER_EVENTS = EVENTS[:3]
-PING_EVENT = "webhook.ping"
 SECRETS_TTL = 5.0  # seconds the receiver trusts its copy of the secrets; a failed check reloads sooner
 SECRETS_MIN_RELOAD = 0.5
 RETRY_LATER_SECONDS = 1
-
-
-class Busy(Exception):
-    """The job has a step in flight: the delivery is refused (503) so the sender retries it."""
-
-
-@dataclass(frozen=True)
-class Target:
-    event_type: str | None
-    interaction_id: str | None
-    job_id: str | None
-
-
-def target_of(payload: dict[str, Any]) -> Target:
-    """What a payload points at. Its shape is undocumented, so both a Standard Webhooks envelope
-    (`type` + `data`) and the fields at the top level are accepted."""
-    data = payload.get("data") if isinstance(payload.get("data"), dict) else payload
-    assert isinstance(data, dict)
-    metadata = data.get("user_metadata") or payload.get("user_metadata") or {}
-    job_id = metadata.get(JOB_LABEL) if isinstance(metadata, dict) else None
-    interaction_id = data.get("interaction_id") or data.get("id")
-    event = payload.get("type") or payload.get("event_type")
-    return Target(
-        event_type=str(event)[:64] if event else None,
-        interaction_id=str(interaction_id)[:255] if interaction_id else None,
-        job_id=str(job_id)[:32] if job_id else None,
-    )
-
-
-def record(settings: Settings, delivery: Verified, now: datetime | None = None) -> str:
-    """Record a verified delivery once and make its job due; returns the outcome. Raises Busy (nothing kept)."""
-    now = now or utcnow()
-    target = target_of(delivery.payload)
-    with db.session(settings) as session:
-        job = _job_of(session, target)
-        outcome = _outcome(job, target)
-        row = {
-            "webhook_id": delivery.webhook_id,
-            "received_at": now,
-            "event_type": target.event_type,
-            "interaction_id": target.interaction_id,
-            "job_id": job.id if job else None,
-            "outcome": outcome,
-        }
-        if not _insert_once(session, row):
-            return "duplicate"
-        if outcome == "due" and job is not None and not store.make_due(settings, job.id, now, session=session):
-            raise Busy(job.id)  # leaving the block by an exception rolls the insert back
-    return outcome
-
-
-@dataclass(frozen=True)
-class JobRef:
-    """The few columns a delivery needs: loading whole rows (reports included) would halve the receiver's rate."""
-
-    id: str
-    status: str
-    interaction_id: str | None
-
-
-def _job_of(session: Session, target: Target) -> JobRef | None:
-    columns = select(col(Job.id), col(Job.status), col(Job.interaction_id))
-    for column, value in ((Job.id, target.job_id), (Job.interaction_id, target.interaction_id)):
-        if value:
-            row = session.execute(columns.where(col(column) == value).limit(1)).first()
-            if row is not None:
-                return JobRef(row[0], row[1], row[2])
-    return None
-
-
-def _outcome(job: JobRef | None, target: Target) -> str:
-    if target.event_type == PING_EVENT:
-        return "ping"
-    if job is None:
-        return "unknown"
-    if job.status == JobStatus.SUBMITTING:
-        raise Busy(job.id)  # the create has not returned yet; the retry finds the interaction recorded
-    if job.status != JobStatus.RUNNING:
-        return "ended"
-    if target.interaction_id and job.interaction_id and target.interaction_id != job.interaction_id:
-        return "stale"  # an earlier turn of the job's thread
-    return "due"
-
-
-def _insert_once(session: Session, row: dict[str, Any]) -> bool:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(WebhookDelivery).values(**row).on_conflict_do_nothing(index_elements=["webhook_id"])
-    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 
 # ---- secrets ---------------------------------------------------------------------------------------------------
@@ -184,6 +95,9 @@ class Secrets:
         self._values: list[str] = []
         self._loaded_at = float("-inf")
 
+    def stale(self) -> bool:
+        return time.monotonic() - self._loaded_at > SECRETS_TTL
+
     def current(self, force: bool = False) -> list[str]:
         age = time.monotonic() - self._loaded_at
         if age > SECRETS_TTL or (force and age > SECRETS_MIN_RELOAD):
@@ -199,31 +113,54 @@ class Receiver:
         self.settings = settings
         self.secrets = Secrets(settings)
         self.jwks: Jwks | None = Jwks(settings.webhook_jwks_url) if settings.webhook_jwks_url else None
+        self.writer = GroupCommit(settings)
 
-    def handle(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-        """(HTTP status, outcome) for one delivery; runs in a worker thread (database and JWKS calls block)."""
+    async def handle(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        """(HTTP status, outcome) for one delivery, answered once it is recorded (or refused)."""
         from research_runner.webhook_verify import Rejected
 
         try:
-            delivery = self._verify(body, headers)
-            return 200, record(self.settings, delivery)
+            verified = await self._verify(body, headers)
+            outcome = await self.writer.record(Delivery(verified.webhook_id, target_of(verified.payload)))
         except Rejected as exc:
             log.warning("webhook delivery rejected (%d): %s; webhook-id %r, %d bytes",
                         exc.status, exc, headers.get("webhook-id", "")[:80], len(body))  # fmt: skip
             return exc.status, "rejected"
-        except Busy as exc:
-            log.info("webhook delivery for job %s deferred: a step of it is in flight", str(exc)[:8])
-            return 503, "busy"
+        except ServiceUnavailable:
+            return 503, "unavailable"  # the writer logged why; the sender retries
+        if outcome == BUSY:
+            log.info("webhook delivery %r deferred: a step of its job is in flight", verified.webhook_id[:80])
+            return 503, BUSY
+        return 200, outcome
 
-    def _verify(self, body: bytes, headers: dict[str, str]) -> Verified:
-        from research_runner.webhook_verify import Rejected, verify
+    async def _verify(self, body: bytes, headers: dict[str, str]) -> Verified:
+        from research_runner.webhook_verify import Rejected
 
-        tolerance = self.settings.webhook_tolerance
         try:
-            return verify(body, headers, self.secrets.current(), self.jwks, tolerance)
+            return await self._check(body, headers, force=False)
         except Rejected:
-            fresh = self.secrets.current(force=True)  # a secret registered or rotated a moment ago
-            return verify(body, headers, fresh, self.jwks, tolerance)
+            return await self._check(body, headers, force=True)  # a secret registered or rotated a moment ago
+
+    async def _check(self, body: bytes, headers: dict[str, str], force: bool) -> Verified:
+        """A check costs tens of microseconds and runs in the event loop; only one that must reload the secrets
+        (database) or fetch the keys (network) goes to a thread, as a hop costs more than the check."""
+        from starlette.concurrency import run_in_threadpool
+
+        if force or self._would_wait(headers.get("webhook-signature", "")):
+            return await run_in_threadpool(self._check_now, body, headers, force)
+        return self._check_now(body, headers, force)
+
+    def _check_now(self, body: bytes, headers: dict[str, str], force: bool) -> Verified:
+        from research_runner.webhook_verify import verify
+
+        return verify(body, headers, self.secrets.current(force), self.jwks, self.settings.webhook_tolerance)
+
+    def _would_wait(self, signature: str) -> bool:
+        from research_runner.webhook_verify import is_jwt
+
+        if is_jwt(signature):
+            return self.jwks is not None and not self.jwks.cached(signature)
+        return self.secrets.stale()
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -253,7 +190,7 @@ def create_app(settings: Settings) -> Starlette:
             log.warning("webhook delivery rejected (413): body over %d bytes", settings.webhook_max_body)
             return JSONResponse({"error": "body too large"}, status_code=413)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        status, outcome = await run_in_threadpool(receiver.handle, body, headers)
+        status, outcome = await receiver.handle(body, headers)
         extra = {"Retry-After": str(RETRY_LATER_SECONDS)} if status == 503 else None
         return JSONResponse({"outcome": outcome}, status_code=status, headers=extra)
 
@@ -279,7 +216,9 @@ def serve(settings: Settings, host: str, port: int, announce: Callable[[str], No
 
     db.ensure_schema(settings)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on connections of a socket that says TCP, and
+    # without it every answer (headers, then body: two writes) waited ~40 ms for the sender's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
