@@ -21,7 +21,8 @@ from research_runner import db, store
 from research_runner.constants import DEFAULT_AGENT
 from research_runner.settings import load_settings
 
-RESEARCH = [sys.executable, "-m", "research_runner"]
+# The `research` script installed beside this interpreter: what a user types (`python -m` adds runpy, ~5 ms).
+RESEARCH = [str(Path(sys.executable).with_name("research"))]
 
 
 def seed(data_dir: Path, jobs: int) -> str:
