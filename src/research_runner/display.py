@@ -7,14 +7,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from research_runner.settings import GOOGLE_API_URL
 from research_runner.status import JobStatus, utcnow
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # rich is imported where a function draws: `research status` prints plain lines
+    from rich.console import Console
+    from rich.table import Table
+
     from research_runner.models import Job
     from research_runner.readonly import JobRow
 
@@ -140,6 +139,9 @@ def outcome_line(job: AnyJob) -> str:
 
 def jobs_table(jobs: Sequence[AnyJob], now: datetime | None = None) -> Table:
     """One line per job: id, status, age since submit, and as much of the question as the width leaves."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "STATUS", "AGE"):
         table.add_column(column, no_wrap=True)
@@ -207,6 +209,7 @@ def render_markdown(console: Console, markdown: str, header: str, plain: bool | 
         console.out(f"{header}\n\n{report_body(markdown).rstrip()}\n", highlight=False, end="")
         return
     from rich.markdown import Markdown  # markdown-it and pygments cost every other command ~30 ms
+    from rich.text import Text
 
     console.print(Text(header, style="dim"))
     console.print(Markdown(report_body(markdown)))
@@ -221,6 +224,7 @@ def render_report(console: Console, job: AnyJob, plain: bool | None = None) -> N
         console.out(report_text(job), highlight=False, end="")
         return
     from rich.markdown import Markdown  # markdown-it and pygments cost every other command ~30 ms
+    from rich.text import Text
 
     assert job.report_markdown is not None
     console.print(Text(f"{job.short_id} · {job.status} · {job.report_path}", style="dim"))

@@ -44,12 +44,13 @@ def test_reads_import_no_heavy_package(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, reports_dir=tmp_path / "reports")
     db.ensure_schema(settings)
     job = store.add(settings, store.new_job(settings, "Which?", DEFAULT_AGENT))
-    for command in (["list"], ["status", job.short_id]):
+    # `status` prints plain lines: not even rich.
+    for command, heavy in ((["list"], NOT_FOR_READS), (["status", job.short_id], (*NOT_FOR_READS, "rich"))):
         code = (
             "import sys\n"
             "from research_runner.cli import cli\n"
             f"cli.main({command!r}, standalone_mode=False)\n"
-            f"print([m for m in {NOT_FOR_READS!r} if m in sys.modules])\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])\n"
         )
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert job.short_id in done.stdout
