@@ -94,26 +94,6 @@ def stored(settings: Any, job_ids: list[str]) -> list[Job] | None:
     return jobs if all(j.status == JobStatus.COMPLETED and j.report_path for j in jobs) else None
 
 
-def test_a_research_is_stored_after_its_webhook_not_after_a_poll(
-    runner_env: dict[str, str], emulator: Any, monkeypatch: pytest.MonkeyPatch, start_worker: Any, start_receiver: Any
-) -> None:
-    env = webhook_env(runner_env, emulator, safety_net=3600)
-    settings_from(env, monkeypatch)
-    receiver = start_receiver(env)
-    env["RESEARCH_WEBHOOK_URL"] = receiver.url
-    settings = settings_from(env, monkeypatch)
-    worker = start_worker(env, "--concurrency", "2")
-    job_ids = submit(settings, 3)
-    jobs = wait_for(lambda: stored(settings, job_ids), 60, "the jobs stored after their webhooks")
-    assert all(Path(j.report_path or "").exists() for j in jobs)
-    assert max(j.poll_count for j in jobs) <= 1  # the one GET the webhook asked for; no timed polls
-    gets = sum(int(n) for code, n in emulator.stats()["requests"]["get"].items() if code == "200")
-    assert gets == len(job_ids)
-    with db.session(settings) as session:
-        outcomes = [d.outcome for d in session.scalars(select(WebhookDelivery))]
-    assert outcomes == ["due"] * len(job_ids), worker.log()
-
-
 def test_a_dropped_delivery_is_caught_by_the_safety_net(
     runner_env: dict[str, str], emulator: Any, monkeypatch: pytest.MonkeyPatch, start_worker: Any, start_receiver: Any
 ) -> None:
@@ -202,7 +182,8 @@ def assert_stored_after_accepted_delivery(jobs: list[Job], settings: Settings, e
 def test_duplicated_delayed_and_reordered_deliveries_store_each_job_once(
     runner_env: dict[str, str], emulator: Any, monkeypatch: pytest.MonkeyPatch, start_worker: Any, start_receiver: Any
 ) -> None:
-    # Every delivery is held 1 s, plus up to 1 s more drawn per delivery (so they cross), and sent twice.
+    # Every delivery is held 1 s, plus up to 1 s more drawn per delivery (so they cross), and sent twice. Also the
+    # plain path: each job stored after its webhook with exactly one GET, the one the delivery asked for.
     set_delivery_faults(emulator, duplicate=1.0, delay=1.0, reorder=1.0, delay_seconds=1.0)
     settings, url, _ = start_pipeline(runner_env, emulator, monkeypatch, start_worker, start_receiver)
     job_ids = submit(settings, 4)
