@@ -200,6 +200,24 @@ def test_concurrent_deliveries_are_each_recorded_once_and_answered_after_commit(
     assert len(deliveries(settings)) == 12 and all(is_due(settings, job.id) for job in jobs)  # committed on answer
 
 
+def test_two_receivers_behind_a_load_balancer_record_a_retried_delivery_once(
+    settings: Settings, receiver: RunningReceiver
+) -> None:
+    # The sender's retry of each delivery reaches the other receiver at the same moment as the first attempt.
+    other = RunningReceiver(settings)
+    try:
+        jobs = [running_job(settings, f"v1_lb_{n}") for n in range(6)]
+        sends = [(url, event(f"v1_lb_{n}", job.id), f"msg_lb_{n}") for n, job in enumerate(jobs)
+                 for url in (receiver.url, other.url)]  # fmt: skip
+        with ThreadPoolExecutor(len(sends)) as pool:
+            answers = list(pool.map(lambda s: post(s[0], s[1], signed_headers(s[1], s[2])), sends))
+    finally:
+        other.stop()
+    assert all(status == 200 for status, _ in answers)
+    assert sorted(a[1]["outcome"] for a in answers) == ["due"] * 6 + ["duplicate"] * 6
+    assert sorted(d.webhook_id for d in deliveries(settings)) == sorted(f"msg_lb_{n}" for n in range(6))
+
+
 def test_one_batch_records_a_repeated_id_once_and_keeps_nothing_of_a_leased_job(settings: Settings) -> None:
     free, leased = running_job(settings, "v1_free"), running_job(settings, "v1_held", leased=True)
     batch = [Delivery("msg_a", target_of(json.loads(event("v1_free", free.id)))),
