@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +26,13 @@ from emulator_support import *  # noqa: F403
 from emulator_support import poll_until
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# pytest-xdist runs the tests in two processes (pyproject's addopts); each uses its own Redis database, counted
+# from TEST_REDIS_URL's (gw0 that one, gw1 the next).
+_BASE_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+_XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = f"{_BASE_REDIS.rsplit('/', 1)[0]}/{int(_BASE_REDIS.rsplit('/', 1)[1]) + _XDIST_INDEX}"
+# Chaos tests restart the machine's Redis and PostgreSQL: each holds this lock alone, every other test shares it.
+SERVICES_LOCK = Path(os.environ.get("TEST_SERVICES_LOCK", Path(tempfile.gettempdir()) / "research-tests.lock"))
 TEST_API_KEY = "test-key-not-secret"
 # Fast polling so emulated jobs of a second or two finish promptly.
 FAST_POLICY = {
@@ -37,6 +45,15 @@ FAST_POLICY = {
 
 UNIT_TESTS = Path(__file__).parent / "unit"
 CHAOS_TESTS = Path(__file__).parent / "test_chaos.py"
+
+
+@pytest.fixture(autouse=True)
+def services_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With the tests on two processes, a chaos test runs while no other test does (the other process waits)."""
+    exclusive = request.node.get_closest_marker("chaos") is not None
+    with SERVICES_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
