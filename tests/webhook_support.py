@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,8 @@ from research_runner.models import Job
 from research_runner.settings import Settings
 from research_runner.status import JobStatus, utcnow
 
+from emulator_support import poll_until
+
 SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"  # base64 of a test-only key
 
 
@@ -31,10 +32,7 @@ class RunningReceiver:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "receiver did not start"
-            time.sleep(0.01)
+        poll_until(lambda: self._server.started, timeout=10, interval=0.01, message="the receiver to start")
 
     @property
     def receiver(self) -> webhooks.Receiver:
