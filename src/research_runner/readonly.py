@@ -115,7 +115,7 @@ def only_match(ref: str, matches: Sequence[T]) -> T:
     return matches[0]
 
 
-class Connection(Protocol):
+class DbApiConnection(Protocol):
     def execute(self, query: str, params: Sequence[Any] = ..., /) -> Any: ...
 
     def close(self) -> None: ...
@@ -124,7 +124,7 @@ class Connection(Protocol):
 class Reader:
     """Read-only job queries on one open connection; `?` placeholders, whichever the driver."""
 
-    def __init__(self, connection: Connection, placeholder: str) -> None:
+    def __init__(self, connection: DbApiConnection, placeholder: str) -> None:
         self._connection = connection
         self._placeholder = placeholder
 
@@ -183,7 +183,7 @@ def _schema_or_none(reader: Reader) -> str | None:
         return None
 
 
-def _connect(url: str) -> Connection | None:
+def _connect(url: str) -> DbApiConnection | None:
     try:
         if url.startswith(SQLITE_PREFIX):
             return _sqlite(Path(url.removeprefix(SQLITE_PREFIX)))
@@ -194,7 +194,7 @@ def _connect(url: str) -> Connection | None:
     return None
 
 
-def _sqlite(path: Path) -> Connection | None:
+def _sqlite(path: Path) -> DbApiConnection | None:
     import sqlite3
 
     if not path.is_file():  # a first command creates the database, on the full path
@@ -202,7 +202,7 @@ def _sqlite(path: Path) -> Connection | None:
     return sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
 
 
-def _postgres(url: str) -> Connection:
+def _postgres(url: str) -> DbApiConnection:
     import psycopg
 
     return psycopg.connect(url, connect_timeout=5, autocommit=True)
