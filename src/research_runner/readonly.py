@@ -138,21 +138,20 @@ class Reader:
         """A job by its id or a unique prefix of it (what store.find answers, in the same words)."""
         prefix = job_prefix(ref)
         query = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE substr(id, 1, ?) = ? LIMIT 2"
-        return only_match(prefix, [_row(JobRow, row) for row in self._rows(query, (len(prefix), prefix))])
+        return only_match(prefix, [_row(JobRow, JOB_COLUMNS, row) for row in self._rows(query, (len(prefix), prefix))])
 
     def list_jobs(self, status: str | None, limit: int) -> list[JobRow]:
         """Jobs newest first, as store.list_jobs without a batch."""
         where, params = ("WHERE status = ? ", (status,)) if status else ("", ())
         query = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs {where}ORDER BY created_at DESC LIMIT ?"
-        return [_row(JobRow, row) for row in self._rows(query, (*params, limit))]
+        return [_row(JobRow, JOB_COLUMNS, row) for row in self._rows(query, (*params, limit))]
 
     def turns(self, job_id: str) -> list[TurnRow]:
         query = f"SELECT {', '.join(TURN_COLUMNS)} FROM job_turns WHERE job_id = ? ORDER BY id"
-        return [_row(TurnRow, row) for row in self._rows(query, (job_id,))]
+        return [_row(TurnRow, TURN_COLUMNS, row) for row in self._rows(query, (job_id,))]
 
 
-def _row(row_type: type[T], values: Sequence[Any]) -> T:
-    columns = _columns(row_type)
+def _row(row_type: type[T], columns: tuple[str, ...], values: Sequence[Any]) -> T:
     return row_type(**{name: _value(name, value) for name, value in zip(columns, values, strict=True)})
 
 
