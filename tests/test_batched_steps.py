@@ -26,6 +26,7 @@ from research_runner.worker import (
     create_app,
     enqueue,
     task_label,
+    waiting_jobs,
 )
 
 from conftest import create_job, settings_from, wait_for
@@ -183,6 +184,43 @@ def test_the_dispatcher_hands_out_creates_under_their_own_budget(
     assert sorted(job_id for job_id, status, _ in first if status == JobStatus.RUNNING) == sorted(running)
     assert [status for _, status, _ in first].count(JobStatus.QUEUED) == 3
     assert sorted(job_id for job_id, _, _ in first + second) == sorted(running + queued)  # the rest, next tick
+
+
+def _queue_creates(settings: Settings, count: int) -> list[str]:
+    ids = [create_job(settings, f"Queued {n}", AGENT).id for n in range(count)]
+    for job_id in ids:  # due, and left for the dispatcher
+        assert store.transition(settings, job_id, [JobStatus.QUEUED], lease_until=None)
+    return ids
+
+
+def test_the_creates_budget_shrinks_while_steps_wait_in_the_broker(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from({**env, "RESEARCH_DISPATCH_CREATES": "8"}, monkeypatch)
+    app = create_app(settings)
+    _queue_creates(settings, 20)
+    assert waiting_jobs(app) == 0
+
+    first = app.research_dispatch()  # nothing waits: the whole budget
+    assert (first.creates_budget, first.dispatched) == (8, 8)
+    assert waiting_jobs(app) == JOBS_PER_MESSAGE  # its one create message, unread (no worker runs)
+
+    second = app.research_dispatch()  # a message waits: a quarter of the budget
+    assert (second.creates_budget, second.dispatched) == (2, 2)
+    assert waiting_jobs(app) == 2 * JOBS_PER_MESSAGE
+
+    redis.Redis.from_url(settings.broker_url).flushdb()  # the workers caught up
+    third = app.research_dispatch()
+    assert (third.creates_budget, third.dispatched) == (8, 8)
+
+
+def test_the_embedded_broker_counts_what_waits_too(runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from({**runner_env, "RESEARCH_DISPATCH_CREATES": "8"}, monkeypatch)
+    assert settings.embedded
+    app = create_app(settings)
+    _queue_creates(settings, 12)
+    assert (app.research_dispatch().dispatched, waiting_jobs(app)) == (8, JOBS_PER_MESSAGE)
+    assert app.research_dispatch().dispatched == 2
 
 
 def test_an_unwritable_reports_folder_costs_neither_the_report_nor_the_batch(

@@ -29,6 +29,9 @@ SCHEDULER = "research_runner.beat:DispatchScheduler"
 DISPATCH_ENTRY = "research.dispatch"
 log = logging.getLogger("research_runner.beat")
 Send = Callable[[JobStatus, list[tuple[str, str]]], None]
+# While steps wait in the broker, creates get this share of their budget: the polls of research already paid for
+# go first, yet a burst of creates keeps moving (10,000 jobs: every create within 60 s, issue 16).
+CREATES_FLOOR_SHARE = 4
 
 
 @dataclass
@@ -36,6 +39,7 @@ class TickReport:
     """What one tick did; logged only when it did something."""
 
     dispatched: int = 0
+    creates_budget: int = 0
     interrupted_creates: int = 0
     schedules_fired: int = 0
     digests_written: int = 0
@@ -54,8 +58,11 @@ class TickReport:
         return text + (f"; failed: {'; '.join(self.failures)}" if self.failures else "")
 
 
-def tick(settings: Settings, send: Send) -> TickReport:
-    """One dispatch tick. Each step is isolated, so one broken schedule or digest never stops the polls."""
+def tick(settings: Settings, send: Send, waiting: Callable[[], int] = lambda: 0) -> TickReport:
+    """One dispatch tick. Each step is isolated, so one broken schedule or digest never stops the polls.
+
+    `waiting` counts the jobs whose step waits in the broker, unread by any worker: the sign that the workers
+    are busy, on which the creates' budget shrinks."""
     report = TickReport()
     fired = _isolated(report, "schedules", lambda: schedules.fire_each(settings))  # first: its jobs start now
     report.schedules_fired = len(fired.done) if fired else 0
@@ -63,7 +70,9 @@ def tick(settings: Settings, send: Send) -> TickReport:
         log.info("schedule fired: batch %s (%s) with %d jobs", batch.short_id, batch.name, batch.job_count)
     report.failures += [f"schedule {f.name}: {f.error}" for f in (fired.failures if fired else [])]
     report.interrupted_creates = _isolated(report, "reaper", lambda: store.reap_interrupted_creates(settings)) or 0
-    due = store.claim_due(settings)  # not isolated: without it the tick has no purpose, so let beat log it
+    report.creates_budget = creates_budget(settings, _isolated(report, "broker backlog", waiting) or 0)
+    # not isolated: without it the tick has no purpose, so let beat log it
+    due = store.claim_due(settings, creates=report.creates_budget)
     report.dispatched = len(due)
     # Polls first: they are due now and quick, while a burst of creates can take a while to drain.
     for status in (JobStatus.RUNNING, JobStatus.QUEUED):
@@ -74,6 +83,14 @@ def tick(settings: Settings, send: Send) -> TickReport:
     report.reports_written = _isolated(report, "reports", lambda: outcome.write_pending_reports(settings)) or 0
     report.broker_messages_deleted = _isolated(report, "broker", lambda: broker.purge_delivered(settings)) or 0
     return report
+
+
+def creates_budget(settings: Settings, waiting_jobs: int) -> int:
+    """Creates to hand out this tick: all of `dispatch_creates` while nothing waits in the broker, less by what
+    waits, never under a quarter. Creates thus fill what the polls leave of the workers' time, instead of taking
+    half of it whenever both queues are full (a worker reads them in turn)."""
+    ceiling = settings.dispatch_creates
+    return max(ceiling // CREATES_FLOOR_SHARE, ceiling - waiting_jobs, 1)
 
 
 def _isolated(report: TickReport, what: str, step: Callable[[], Any]) -> Any:

@@ -79,9 +79,10 @@ class Settings(BaseSettings):
     web_basic_auth: SecretStr | None = None
     web_url: str | None = None
     web_flower_url: str | None = None
-    # Creates handed out per dispatch tick at most, claimed apart from the polls (which have DISPATCH_BATCH): a
-    # burst of creates then never delays the polls that are due, and the polls never starve the creates.
-    dispatch_creates: int = Field(default=200, ge=1)
+    # Creates handed out per dispatch tick at most, claimed apart from the polls (which have DISPATCH_BATCH): the
+    # whole budget while the workers keep up, less (down to a quarter) while steps wait in the broker, so that a
+    # burst of creates fills what the polls leave and never makes them late, and the polls never starve it.
+    dispatch_creates: int = Field(default=400, ge=1)
 
     @field_validator("api_key")
     @classmethod

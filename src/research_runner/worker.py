@@ -30,15 +30,17 @@ if TYPE_CHECKING:  # the SDK is imported by the worker processes that call the A
 TASK_SUBMIT = "research.submit"
 TASK_POLL = "research.poll"
 WORK_QUEUE = "research"  # creates, and anything sent without a route
-# Workers read their queues in turn (round robin on Redis), so a burst of creates and a steady poll load each get
-# a fair share; the dispatcher hands out creates under their own per-tick budget, so neither queue grows long.
+# Workers read their queues in turn (round robin on Redis), so neither waits for the other to drain; the
+# dispatcher hands out creates under their own per-tick budget, which shrinks while steps wait in the broker
+# (beat.creates_budget), so a burst of creates fills what the polls leave and neither queue grows long.
 POLL_QUEUE = "research.poll"
 QUEUES = (POLL_QUEUE, WORK_QUEUE)
 # Jobs stepped (created or polled) by one message: fewer messages cost the worker less, and a message's API
 # calls overlap on the worker process's threads. Each message costs the worker ~1 ms of CPU before its jobs'
 # own (kombu's delivery and ack bookkeeping on Redis, Celery's tracing, a load and a write per message), about a
-# third of the worker's CPU with 8 jobs a message at 2,000 jobs in flight (issue 16, profiled with py-spy).
-JOBS_PER_MESSAGE = 16
+# third of the worker's CPU with 8 jobs a message at 2,000 jobs in flight (issue 16, profiled with py-spy); 6%
+# of it with 16 a message in a 10,000-job burst, halved again with 32.
+JOBS_PER_MESSAGE = 32
 # Step threads per message the process runs at once: enough for the API calls of a message to overlap.
 STEP_THREADS_PER_MESSAGE = 8
 STEP_TASKS = {JobStatus.RUNNING: TASK_POLL, JobStatus.QUEUED: TASK_SUBMIT}
@@ -109,7 +111,7 @@ def create_app(settings: Settings) -> Celery:
     _register_tasks(app, settings)
     # The beat scheduler runs the dispatch tick itself (beat.DispatchScheduler): ticks are not tasks.
     app.research_dispatch = lambda: beat.tick(
-        settings, lambda status, due: _send_in_batches(app, settings, status, due)
+        settings, lambda status, due: _send_in_batches(app, settings, status, due), lambda: waiting_jobs(app)
     )
     return app
 
@@ -145,6 +147,13 @@ def _send_in_batches(app: Celery, settings: Settings, status: JobStatus, due: li
         app.send_task(
             name, args=[[job_id for job_id, _ in batch]], argsrepr=task_label(batch), expires=settings.lease_seconds
         )
+
+
+def waiting_jobs(app: Celery) -> int:
+    """About how many jobs' steps wait in the broker, unread by any worker (each message counted as full)."""
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        return JOBS_PER_MESSAGE * sum(int(channel.queue_declare(queue=name).message_count) for name in QUEUES)
 
 
 def _poll_summary(settings: Settings, job_id: str, polled: lifecycle.Polled | None) -> dict[str, Any]:
