@@ -10,7 +10,7 @@ makespan is projected from the slot time of the jobs it finished. The `webhooks`
 
 Usage: uv run python benchmarks/pipeline_scale.py [--jobs 2000] [--durations 60:150] [--concurrency 4]
        [--pool prefork|threads] [--poll-initial 10 --poll-multiplier 1.5 --poll-max 15 --poll-jitter 0.1]
-       [--dispatch-interval 0.5] [--baseline-seconds 150] [--phases design,baseline] [--keep-logs]
+       [--dispatch-interval 1] [--baseline-seconds 150] [--phases design,baseline] [--keep-logs]
        [--safety-net 150] [--drop-rate 0.1]   (phases webhooks, webhooks-drop: see pipeline_webhooks.py)
 """
 
@@ -627,7 +627,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll-multiplier", type=float, default=1.5)
     parser.add_argument("--poll-max", type=float, default=15.0)
     parser.add_argument("--poll-jitter", type=float, default=0.1)
-    parser.add_argument("--dispatch-interval", type=float, default=0.5)  # the product's default
+    parser.add_argument("--dispatch-interval", type=float, default=1.0)
     parser.add_argument("--api-latency", type=float, default=0.0, help="seconds the emulator holds every call")
     parser.add_argument(
         "--submit",

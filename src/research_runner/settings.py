@@ -47,9 +47,7 @@ class Settings(BaseSettings):
     poll_multiplier: float = Field(default=1.5, ge=1)
     poll_max: float = Field(default=60.0, gt=0)
     poll_jitter: float = Field(default=0.1, ge=0, lt=1)
-    # Seconds between dispatch ticks. A due poll waits for the next tick, half a tick on average: 0.5 s keeps that
-    # wait short (lateness p99 at 10,000 jobs in flight 2.6 -> ~2.2 s, issue 16) for a few small queries a tick.
-    dispatch_interval: float = Field(default=0.5, gt=0)
+    dispatch_interval: float = Field(default=1.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0)
     request_timeout: float = Field(default=30.0, gt=0)
     get_attempts: int = Field(default=3, ge=1)
@@ -82,7 +80,7 @@ class Settings(BaseSettings):
     web_url: str | None = None
     web_flower_url: str | None = None
     # Creates handed out per dispatch tick at most, claimed apart from the polls (which have DISPATCH_BATCH): the
-    # whole budget while the workers keep up, less (down to an eighth) while steps wait in the broker, so that a
+    # whole budget while the workers keep up, less (down to a quarter) while steps wait in the broker, so that a
     # burst of creates fills what the polls leave and never makes them late, and the polls never starve it.
     dispatch_creates: int = Field(default=400, ge=1)
 
