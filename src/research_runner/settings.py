@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     web_url: str | None = None
     web_flower_url: str | None = None
     # Creates handed out per dispatch tick at most, claimed apart from the polls (which have DISPATCH_BATCH): the
-    # whole budget while the workers keep up, less (down to a quarter) while steps wait in the broker, so that a
+    # whole budget while the workers keep up, less (down to an eighth) while steps wait in the broker, so that a
     # burst of creates fills what the polls leave and never makes them late, and the polls never starve it.
     dispatch_creates: int = Field(default=400, ge=1)
 
