@@ -39,8 +39,8 @@ QUEUES = (POLL_QUEUE, WORK_QUEUE)
 # Jobs stepped (created or polled) by one message: fewer messages cost the worker less, and a message's API
 # calls overlap on the worker process's threads. Each message costs the worker ~1 ms of CPU before its jobs'
 # own (kombu's delivery and ack bookkeeping on Redis, Celery's tracing, a load and a write per message), about a
-# third of the worker's CPU with 8 jobs a message at 2,000 jobs in flight (issue 16, profiled with py-spy); 6%
-# of it with 16 a message in a 10,000-job burst, halved again with 32.
+# third of the worker's CPU with 8 jobs a message at 2,000 jobs in flight (issue 16, profiled with py-spy), ~6%
+# with 16 a message in the 10,000-job burst; 32 halve that again.
 JOBS_PER_MESSAGE = 32
 # Step threads per message the process runs at once: enough for the API calls of a message to overlap.
 STEP_THREADS_PER_MESSAGE = 8
