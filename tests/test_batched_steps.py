@@ -94,6 +94,14 @@ def _queued_messages(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def _left_for_the_dispatcher(settings: Settings, questions: list[str]) -> list[str]:
+    """Queued jobs, due and not held, so the dispatcher hands their creates out in batches."""
+    ids = [create_job(settings, question, AGENT).id for question in questions]
+    for job_id in ids:
+        assert store.transition(settings, job_id, [JobStatus.QUEUED], lease_until=None)
+    return ids
+
+
 def test_the_dispatcher_sends_due_creates_and_polls_in_batches(settings: Settings) -> None:
     gateway = Gateway(settings)
     running = [
@@ -125,11 +133,9 @@ def test_the_dispatcher_sends_due_creates_and_polls_in_batches(settings: Setting
 def test_a_worker_creates_and_polls_a_batch_to_the_end(
     env: dict[str, str], settings: Settings, start_worker: Any, emulator: Any
 ) -> None:
-    ids = [
-        create_job(settings, f"Batch job {n} [[emulator duration=0.5]]", AGENT).id for n in range(JOBS_PER_MESSAGE + 3)
-    ]
-    for job_id in ids:  # left for the dispatcher, so they go out in batches
-        assert store.transition(settings, job_id, [JobStatus.QUEUED], lease_until=None)
+    ids = _left_for_the_dispatcher(
+        settings, [f"Batch job {n} [[emulator duration=0.5]]" for n in range(JOBS_PER_MESSAGE + 3)]
+    )
     worker = start_worker(env)
     ended = wait_for(lambda: _all_ended(settings, ids), 60, "every job of the batch to end")
     assert {job.status for job in ended} == {JobStatus.COMPLETED}, worker.log()
@@ -187,19 +193,12 @@ def test_the_dispatcher_hands_out_creates_under_their_own_budget(
     assert sorted(job_id for job_id, _, _ in first + second) == sorted(running + queued)  # the rest, next tick
 
 
-def _queue_creates(settings: Settings, count: int) -> list[str]:
-    ids = [create_job(settings, f"Queued {n}", AGENT).id for n in range(count)]
-    for job_id in ids:  # due, and left for the dispatcher
-        assert store.transition(settings, job_id, [JobStatus.QUEUED], lease_until=None)
-    return ids
-
-
 def test_the_creates_budget_shrinks_while_steps_wait_in_the_broker(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = settings_from({**env, "RESEARCH_DISPATCH_CREATES": "8"}, monkeypatch)
     app = create_app(settings)
-    _queue_creates(settings, 20)
+    _left_for_the_dispatcher(settings, [f"Queued {n}" for n in range(20)])
     assert waiting_jobs(app) == 0
 
     first = app.research_dispatch()  # nothing waits: the whole budget
@@ -219,7 +218,7 @@ def test_the_embedded_broker_counts_what_waits_too(runner_env: dict[str, str], m
     settings = settings_from({**runner_env, "RESEARCH_DISPATCH_CREATES": "8"}, monkeypatch)
     assert settings.embedded
     app = create_app(settings)
-    _queue_creates(settings, 12)
+    _left_for_the_dispatcher(settings, [f"Queued {n}" for n in range(12)])
     assert (app.research_dispatch().dispatched, waiting_jobs(app)) == (8, JOBS_PER_MESSAGE)
     assert app.research_dispatch().dispatched == 1
 
