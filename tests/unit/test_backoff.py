@@ -1,4 +1,5 @@
-"""Poll spacing: grows by the multiplier, stops at the maximum, and jitter keeps it within its band."""
+"""Poll spacing: grows by the multiplier, stops at the maximum, and jitter keeps it within its band and never
+past the maximum."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_delay_stays_within_the_jitter_band_of_its_base(policy: dict[str, float]
         rules = settings(**policy, poll_jitter=jitter)
         delays = [backoff_delay(rules, polls_done) for _ in range(SAMPLES)]
         assert min(delays) >= base * (1 - jitter) - 1e-9
-        assert max(delays) <= base * (1 + jitter) + 1e-9
+        assert max(delays) <= min(base * (1 + jitter), rules.poll_max) + 1e-9
         if jitter == 0:
             assert delays == [pytest.approx(base)] * SAMPLES
         else:  # jitter spreads the polls of jobs started together
@@ -42,3 +43,14 @@ def test_delays_grow_until_the_cap_then_stay() -> None:
     rules = settings(poll_initial=1, poll_multiplier=2, poll_max=30, poll_jitter=0)
     delays = [backoff_delay(rules, n) for n in range(8)]
     assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+@pytest.mark.parametrize("jitter", [0.1, 0.5])
+def test_jitter_never_takes_a_wait_past_the_maximum(jitter: float) -> None:
+    # RESEARCH_POLL_MAX is the longest a finished research waits to be noticed (README); jitter only spreads
+    # the waits below it, so at the cap they lie between max * (1 - jitter) and max.
+    rules = settings(poll_initial=10, poll_multiplier=1.5, poll_max=60, poll_jitter=jitter)
+    capped = [backoff_delay(rules, polls_done) for polls_done in range(5, 9) for _ in range(SAMPLES)]
+    assert max(capped) == 60
+    assert min(capped) >= 60 * (1 - jitter) - 1e-9
+    assert len(set(capped)) > SAMPLES  # still spread, not all at the cap
