@@ -234,18 +234,17 @@ def _each(
 
 
 def start_many(settings: Settings, gateway: Gateway, job_ids: list[str], mapper: Mapper = map) -> list[Job]:
-    """Create the interactions of several queued jobs, loaded in one query; a failure is raised once every job
-    has had its turn. Returns the jobs now running, as stored (the others' rows say what became of them)."""
-    found = store.load_many(settings, job_ids)
+    """Create the interactions of several queued jobs, taken in one statement; a failure is raised once every
+    job has had its turn. Returns the jobs now running, as stored (the others' rows say what became of them)."""
     running: list[Job] = []
     if settings.monthly_budget_usd is not None or settings.api_requests_per_minute:
         # Each job checks the budget and takes its turn of the shared API budget before it is taken.
+        found = store.load_many(settings, job_ids)
         _, failures = _each(
             settings, mapper, found, lambda job: start_job(settings, gateway, job), lambda job: str(job.id)
         )
-    else:  # taken together and recorded together: a create costs two round trips less per job
-        taken = store.take_many_for_create(settings, [job.id for job in found if job.status == JobStatus.QUEUED],
-                                           _create_lease(settings))  # fmt: skip
+    else:  # taken together (only those still queued, so nothing is loaded first) and recorded together
+        taken = store.take_many_for_create(settings, job_ids, _create_lease(settings))
         ids, failures = _each(
             settings, mapper, taken, lambda job: _create(settings, gateway, job), lambda job: str(job.id)
         )
