@@ -223,6 +223,61 @@ def test_the_embedded_broker_counts_what_waits_too(runner_env: dict[str, str], m
     assert app.research_dispatch().dispatched == 1
 
 
+def _handed_out(settings: Settings, job_id: str, due_seconds_ago: float) -> None:
+    """As a dispatcher leaves a poll it handed out and no worker has done yet."""
+    assert store.transition(
+        settings, job_id, [JobStatus.QUEUED, JobStatus.RUNNING], status=JobStatus.RUNNING,
+        next_poll_at=utcnow() - timedelta(seconds=due_seconds_ago), lease_until=utcnow() + timedelta(seconds=60),
+    )  # fmt: skip
+
+
+def test_a_poll_behind_by_more_than_a_tick_holds_creates_to_the_floor(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker can be empty while a worker holds the messages it has read: the lag of the polls handed out is
+    # what tells that the workers are behind.
+    settings = settings_from({**env, "RESEARCH_DISPATCH_CREATES": "8"}, monkeypatch)
+    app = create_app(settings)
+    held = _running(settings, Gateway(settings), "Held [[emulator duration=600]]")
+    _left_for_the_dispatcher(settings, [f"Queued {n}" for n in range(20)])
+    _handed_out(settings, held, due_seconds_ago=3)
+
+    behind = app.research_dispatch()
+    assert behind.poll_lag == pytest.approx(3, abs=1) and waiting_jobs(app) == JOBS_PER_MESSAGE
+    assert (behind.creates_cap, behind.dispatched) == (4, 4)  # halved, though the broker was empty
+
+    redis.Redis.from_url(settings.broker_url).flushdb()  # the worker read the create message...
+    assert (app.research_dispatch().creates_cap, app.research_dispatch().creates_cap) == (2, 1)  # ...not the poll
+
+    assert store.transition(
+        settings, held, [JobStatus.RUNNING], lease_until=None, next_poll_at=utcnow() + timedelta(seconds=60)
+    )  # fmt: skip  (polled)
+    redis.Redis.from_url(settings.broker_url).flushdb()
+    caught_up = [app.research_dispatch() for _ in range(3)]
+    assert [tick.poll_lag for tick in caught_up] == [0.0, 0.0, 0.0]
+    assert [tick.creates_cap for tick in caught_up] == [2, 3, 4]  # back up by an eighth a tick
+
+
+def test_poll_lag_counts_only_polls_handed_out_and_not_done(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(runner_env, monkeypatch)  # the embedded database, SQLite
+    assert settings.embedded and store.poll_lag(settings) == 0.0
+    late, due, ended = (create_job(settings, f"Job {n}", AGENT).id for n in range(3))
+    _handed_out(settings, late, due_seconds_ago=4)
+    _handed_out(settings, ended, due_seconds_ago=9)
+    assert store.transition(settings, ended, [JobStatus.RUNNING], status=JobStatus.COMPLETED)
+    assert store.transition(
+        settings,
+        due,
+        [JobStatus.QUEUED],
+        status=JobStatus.RUNNING,
+        lease_until=None,
+        next_poll_at=utcnow() - timedelta(seconds=7),
+    )  # fmt: skip  (due, not handed out)
+    assert store.poll_lag(settings) == pytest.approx(4, abs=1)
+
+
 def test_an_unwritable_reports_folder_costs_neither_the_report_nor_the_batch(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

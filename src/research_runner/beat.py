@@ -40,6 +40,8 @@ class TickReport:
     """What one tick did; logged only when it did something."""
 
     dispatched: int = 0
+    poll_lag: float = 0.0
+    creates_cap: int = 0
     creates_budget: int = 0
     interrupted_creates: int = 0
     schedules_fired: int = 0
@@ -59,11 +61,27 @@ class TickReport:
         return text + (f"; failed: {'; '.join(self.failures)}" if self.failures else "")
 
 
-def tick(settings: Settings, send: Send, waiting: Callable[[], int] = lambda: 0) -> TickReport:
+class Dispatcher:
+    """The ticks of one beat. Each hands out creates under a cap that moves from the last tick's."""
+
+    def __init__(self, settings: Settings, send: Send, waiting: Callable[[], int] = lambda: 0) -> None:
+        self.settings, self.send, self.waiting = settings, send, waiting
+        self.creates_cap: int | None = None  # none yet: the first tick may hand out the whole budget
+
+    def tick(self) -> TickReport:
+        report = tick(self.settings, self.send, self.waiting, self.creates_cap)
+        self.creates_cap = report.creates_cap
+        return report
+
+
+def tick(
+    settings: Settings, send: Send, waiting: Callable[[], int] = lambda: 0, last_cap: int | None = None
+) -> TickReport:
     """One dispatch tick. Each step is isolated, so one broken schedule or digest never stops the polls.
 
-    `waiting` counts the jobs whose step waits in the broker, unread by any worker: the sign that the workers
-    are busy, on which the creates' budget shrinks."""
+    `waiting` counts the jobs whose step waits in the broker, unread by any worker: with the polls' lag (how
+    late the oldest poll handed out and not yet done is), the signs that the workers are busy, on which the
+    creates' budget shrinks."""
     report = TickReport()
     fired = _isolated(report, "schedules", lambda: schedules.fire_each(settings))  # first: its jobs start now
     report.schedules_fired = len(fired.done) if fired else 0
@@ -71,7 +89,10 @@ def tick(settings: Settings, send: Send, waiting: Callable[[], int] = lambda: 0)
         log.info("schedule fired: batch %s (%s) with %d jobs", batch.short_id, batch.name, batch.job_count)
     report.failures += [f"schedule {f.name}: {f.error}" for f in (fired.failures if fired else [])]
     report.interrupted_creates = _isolated(report, "reaper", lambda: store.reap_interrupted_creates(settings)) or 0
-    report.creates_budget = creates_budget(settings, _isolated(report, "broker backlog", waiting) or 0)
+    report.poll_lag = round(_isolated(report, "poll lag", lambda: store.poll_lag(settings)) or 0.0, 2)
+    waiting_jobs = _isolated(report, "broker backlog", waiting) or 0
+    report.creates_cap = creates_cap(settings, report.poll_lag, last_cap)
+    report.creates_budget = creates_budget(settings, waiting_jobs, report.creates_cap)
     # not isolated: without it the tick has no purpose, so let beat log it
     due = store.claim_due(settings, creates=report.creates_budget)
     report.dispatched = len(due)
@@ -86,12 +107,29 @@ def tick(settings: Settings, send: Send, waiting: Callable[[], int] = lambda: 0)
     return report
 
 
-def creates_budget(settings: Settings, waiting_jobs: int) -> int:
-    """Creates to hand out this tick: all of `dispatch_creates` while nothing waits in the broker, less by what
-    waits, never under an eighth. Creates thus fill what the polls leave of the workers' time, instead of taking
-    half of it whenever both queues are full (a worker reads them in turn)."""
+def creates_cap(settings: Settings, poll_lag: float, last: int | None = None) -> int:
+    """The most creates a tick may hand out, moved from the last tick's cap: halved while a poll handed out a
+    tick ago is still not done (`poll_lag` over a tick: the workers are behind, even with an empty broker, for
+    a worker holds the messages it has read until it is done), else one floor higher, up to `dispatch_creates`.
+
+    Going back to the whole budget as soon as the polls caught up sent bursts of 200-300 creates that made
+    the next polls late (issue 16)."""
     ceiling = settings.dispatch_creates
-    return max(ceiling // CREATES_FLOOR_SHARE, ceiling - waiting_jobs, 1)
+    last = ceiling if last is None else last
+    if poll_lag > settings.dispatch_interval:
+        return max(_floor(settings), last // 2)
+    return min(ceiling, last + _floor(settings))
+
+
+def creates_budget(settings: Settings, waiting_jobs: int, cap: int | None = None) -> int:
+    """Creates to hand out this tick: the cap less what waits in the broker, never under the floor (an eighth
+    of `dispatch_creates`), so a burst of creates always moves while the polls of paid-for research go first."""
+    ceiling = settings.dispatch_creates if cap is None else cap
+    return max(_floor(settings), ceiling - waiting_jobs)
+
+
+def _floor(settings: Settings) -> int:
+    return max(settings.dispatch_creates // CREATES_FLOOR_SHARE, 1)
 
 
 def _isolated(report: TickReport, what: str, step: Callable[[], Any]) -> Any:

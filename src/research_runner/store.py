@@ -227,6 +227,16 @@ def claim_due(
         ]
 
 
+def poll_lag(settings: Settings, now: datetime | None = None) -> float:
+    """Seconds since the oldest poll handed out and not yet done came due (0 if there is none): how far behind
+    the workers are, whichever of them holds it and whether it waits in the broker or in a worker."""
+    now = now or utcnow()
+    running_late = (col(Job.status) == JobStatus.RUNNING, col(Job.next_poll_at) <= now, col(Job.lease_until) > now)
+    with db.session(settings) as session:
+        oldest = session.scalar(select(func.min(col(Job.next_poll_at))).where(*running_late))
+    return 0.0 if oldest is None else max((now - oldest).total_seconds(), 0.0)
+
+
 def _claim(status: JobStatus, limit: int, now: datetime, lease: datetime) -> Any:
     due = and_(
         col(Job.status) == status,

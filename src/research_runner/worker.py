@@ -120,9 +120,9 @@ def create_app(settings: Settings) -> Celery:
     )
     _register_tasks(app, settings)
     # The beat scheduler runs the dispatch tick itself (beat.DispatchScheduler): ticks are not tasks.
-    app.research_dispatch = lambda: beat.tick(
+    app.research_dispatch = beat.Dispatcher(
         settings, lambda status, due: _send_in_batches(app, settings, status, due), lambda: waiting_jobs(app)
-    )
+    ).tick
     return app
 
 

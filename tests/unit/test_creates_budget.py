@@ -1,11 +1,12 @@
-"""The creates' share of a dispatch tick: all of it while the workers keep up, less while steps wait in the
-broker, never under an eighth (polls of paid-for research first, yet a burst of creates always moves)."""
+"""The creates' share of a dispatch tick. Its cap follows the polls: halved while a poll handed out a tick ago is
+still not done, else one floor (an eighth) higher up to the whole budget. The budget is the cap less what waits
+in the broker, never under the floor: polls of paid-for research first, yet a burst of creates always moves."""
 
 from __future__ import annotations
 
 import pytest
 
-from research_runner.beat import creates_budget
+from research_runner.beat import creates_budget, creates_cap
 from research_runner.settings import Settings
 
 
@@ -29,6 +30,43 @@ def settings(dispatch_creates: int) -> Settings:
 )
 def test_the_budget_shrinks_with_the_backlog_down_to_a_floor(ceiling: int, waiting: int, budget: int) -> None:
     assert creates_budget(settings(ceiling), waiting) == budget
+
+
+@pytest.mark.parametrize(
+    ("cap", "waiting", "budget"), [(200, 0, 200), (200, 100, 100), (200, 180, 50), (50, 0, 50), (400, 32, 368)]
+)
+def test_the_budget_is_the_cap_less_the_backlog(cap: int, waiting: int, budget: int) -> None:
+    assert creates_budget(settings(400), waiting, cap) == budget
+
+
+@pytest.mark.parametrize(
+    ("lag", "last", "cap"),
+    [
+        (0.0, None, 400),  # the first tick: the whole budget
+        (0.0, 400, 400),  # never above it
+        (0.0, 100, 150),  # the polls keep up: one floor more a tick
+        (0.4, 100, 150),  # handed out this tick and not done yet: the workers are at it
+        (1.0, 100, 150),  # exactly a tick: still this tick's
+        (1.01, 400, 200),  # one from the tick before is not done: the workers are behind, halve it
+        (30.0, 200, 100),
+        (5.0, 60, 50),  # never under the floor
+        (5.0, None, 200),
+    ],
+)
+def test_the_cap_halves_while_polls_lag_a_tick_and_else_grows_by_a_floor(
+    lag: float, last: int | None, cap: int
+) -> None:
+    assert creates_cap(settings(400), lag, last) == cap
+
+
+def test_after_a_lag_the_cap_climbs_back_in_steps_not_at_once() -> None:
+    # Jumping back to the whole budget sent bursts of 200-300 creates that made the next polls late (issue 16).
+    rules, cap = settings(400), 400
+    caps = []
+    for lag in (2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0):
+        cap = creates_cap(rules, lag, cap)
+        caps.append(cap)
+    assert caps == [200, 100, 50, 100, 150, 200, 250, 300, 350, 400, 400]
 
 
 def test_the_default_budget_hands_out_10000_creates_within_60_s_even_at_its_floor_share() -> None:
