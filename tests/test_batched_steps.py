@@ -16,7 +16,7 @@ import redis
 
 from research_runner import lifecycle, outcome, store, worker
 from research_runner.gateway import Gateway
-from research_runner.models import Job
+from research_runner.models import Job, JobTurn
 from research_runner.settings import Settings
 from research_runner.status import ACTIVE_STATUSES, REMOTE_RUNNING, JobStatus, utcnow
 from research_runner.worker import (
@@ -276,6 +276,36 @@ def test_poll_lag_counts_only_polls_handed_out_and_not_done(
         next_poll_at=utcnow() - timedelta(seconds=7),
     )  # fmt: skip  (due, not handed out)
     assert store.poll_lag(settings) == pytest.approx(4, abs=1)
+
+
+def _mark_three_running_after_one_was_given_up(settings: Settings) -> None:
+    ids = [create_job(settings, f"Taken {n}", AGENT).id for n in range(3)]
+    taken = store.take_many_for_create(settings, ids, utcnow() + timedelta(seconds=60))
+    assert sorted(job.id for job in taken) == sorted(ids)
+    given_up = ids[1]  # the reaper gave up on it while its create ran
+    assert store.transition(settings, given_up, [JobStatus.SUBMITTING], status=JobStatus.NEEDS_ATTENTION)
+    now = utcnow()
+    values = {job_id: {"status": JobStatus.RUNNING, "interaction_id": f"v1_{n}", "next_poll_at": now,
+                       "lease_until": None} for n, job_id in enumerate(ids)}  # fmt: skip
+    turns = [JobTurn(job_id=job_id, kind="research", interaction_id=f"v1_{n}") for n, job_id in enumerate(ids)]
+
+    assert store.mark_running(settings, values, turns) == {ids[0], ids[2]}
+
+    rows = {job.id: job for job in store.load_many(settings, ids)}
+    assert [(rows[i].status, rows[i].interaction_id) for i in ids] == [
+        (JobStatus.RUNNING, "v1_0"), (JobStatus.NEEDS_ATTENTION, None), (JobStatus.RUNNING, "v1_2")
+    ]  # fmt: skip
+    assert sorted(turn.interaction_id for i in ids for turn in store.turns_of(settings, i)) == ["v1_0", "v1_1", "v1_2"]
+
+
+def test_recording_creates_moves_only_the_jobs_still_submitting(settings: Settings) -> None:
+    _mark_three_running_after_one_was_given_up(settings)
+
+
+def test_recording_creates_moves_only_the_jobs_still_submitting_on_sqlite(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mark_three_running_after_one_was_given_up(settings_from(runner_env, monkeypatch))
 
 
 def test_an_unwritable_reports_folder_costs_neither_the_report_nor_the_batch(
