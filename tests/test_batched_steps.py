@@ -142,6 +142,7 @@ def test_a_worker_creates_and_polls_a_batch_to_the_end(
     assert emulator.stats()["interactions_created"] == len(ids)
     assert len({job.report_path for job in ended}) == len(ids)
     assert "Task research.submit" in worker.log() and "polled: completed" in worker.log()
+    assert "concurrency: 4 (thread)" in worker.log()  # the default pool: one process holds every job in flight
 
 
 def test_a_worker_reads_polls_and_creates_in_turn(

@@ -23,7 +23,11 @@ from research_runner.exceptions import InvalidInput
     show_default=True,
     help="Also run the dispatch tick in this worker (turn off when a `research scheduler` runs).",
 )
-@click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), help="Celery pool.")
+@click.option(
+    "--pool",
+    type=click.Choice(["threads", "prefork", "solo"]),
+    help="Celery pool (default: RESEARCH_WORKER_POOL, threads).",
+)
 @click.option("--name", metavar="NAME", help="Worker name, e.g. fast-1@%h (default: research-<pid>@<host>).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
@@ -44,6 +48,7 @@ def worker(
         raise InvalidInput("no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY); a worker calls the API")
     if concurrency:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    pool = pool or settings.worker_pool
     run_worker(create_app(settings), settings, with_beat=beat, pool=pool, loglevel=loglevel, name=name)
 
 
