@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     request_timeout: float = Field(default=30.0, gt=0)
     get_attempts: int = Field(default=3, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
-    # Threads: one process holds every job in flight (10,000 in 286 MB, against ~950 MB for prefork x4, issue 16).
+    # Threads: one process holds every job in flight (10,000 in ~260 MB, against ~950 MB for prefork x4, issue 16).
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
     max_research_minutes: float = Field(default=70.0, gt=0)
     # Task events cost the worker about a third of its CPU at scale; Flower switches them on when it connects.

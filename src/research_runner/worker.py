@@ -33,7 +33,7 @@ TASK_POLL = "research.poll"
 WORK_QUEUE = "research"  # creates, and anything sent without a route
 # Workers read their queues in turn (round robin on Redis), so neither waits for the other to drain; the
 # dispatcher hands out creates under their own per-tick budget, which shrinks while steps wait in the broker
-# (beat.creates_budget), so a burst of creates fills what the polls leave and neither queue grows long.
+# or handed-out polls lag (beat.creates_cap, creates_budget), so a burst of creates fills what the polls leave.
 POLL_QUEUE = "research.poll"
 QUEUES = (POLL_QUEUE, WORK_QUEUE)
 # Jobs stepped (created or polled) by one message: fewer messages cost the worker less, and a message's API
