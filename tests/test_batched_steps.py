@@ -232,7 +232,7 @@ def _handed_out(settings: Settings, job_id: str, due_seconds_ago: float) -> None
     )  # fmt: skip
 
 
-def test_a_poll_behind_by_more_than_a_tick_holds_creates_to_the_floor(
+def test_a_poll_behind_by_more_than_a_tick_halves_the_creates_cap(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The broker can be empty while a worker holds the messages it has read: the lag of the polls handed out is

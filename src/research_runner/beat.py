@@ -124,8 +124,8 @@ def creates_cap(settings: Settings, poll_lag: float, last: int | None = None) ->
 def creates_budget(settings: Settings, waiting_jobs: int, cap: int | None = None) -> int:
     """Creates to hand out this tick: the cap less what waits in the broker, never under the floor (an eighth
     of `dispatch_creates`), so a burst of creates always moves while the polls of paid-for research go first."""
-    ceiling = settings.dispatch_creates if cap is None else cap
-    return max(_floor(settings), ceiling - waiting_jobs)
+    cap = settings.dispatch_creates if cap is None else cap
+    return max(_floor(settings), cap - waiting_jobs)
 
 
 def _floor(settings: Settings) -> int:
