@@ -7,7 +7,7 @@ paid research job. Reads and cancels are safe to repeat and keep a few SDK retri
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,6 +17,7 @@ from google.genai import types
 
 from research_runner.constants import JOB_LABEL
 from research_runner.exceptions import CreateOutcomeUnknown, GatewayError, PermanentError, RetryableError
+from research_runner.sdk_speedups import install_sdk_speedups
 from research_runner.settings import Settings
 from research_runner.snapshot import Snapshot, snapshot_from_json
 from research_runner.status import REMOTE_TERMINAL
@@ -58,8 +59,7 @@ class Gateway:
                 "no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY), or point RESEARCH_GEMINI_BASE_URL at an emulator "
                 "and set any key"
             )
-        reuse_sdk_model_classes()
-        reuse_sdk_type_hints()
+        install_sdk_speedups()
         self.endpoint = settings.api_endpoint
         self._create_client = _client(settings, attempts=1)
         self._read_client = _client(settings, attempts=settings.get_attempts)
@@ -263,93 +263,6 @@ def _with(event: StreamEvent, status: Any = None, thought: Any = None, error: An
         return None if value is None else str(value)
 
     return replace(event, status=text(status), thought=text(thought), error=text(error))
-
-
-def reuse_sdk_model_classes() -> bool:
-    """Make google-genai build each of its (de)serialiser model classes once instead of on every call.
-
-    Its Interactions serialisers call `pydantic.create_model` for every request body and every reply: ~90% of
-    a create's CPU (about 15 of 17 ms here; benchmarks/gateway_cost.py measures it). The class depends only
-    on the type being (de)serialised, so reusing it changes nothing else. Nothing is done if the SDK no longer
-    has that shape; returns True when the serialisers reuse their classes.
-    """
-    try:
-        from google.genai._gaos.utils import serializers
-    except ImportError:
-        return False
-    build = getattr(serializers, "create_model", None)
-    if build is None or getattr(build, "reuses_classes", False):
-        return build is not None
-    setattr(serializers, "create_model", _reusing(build, serializers.__name__))  # noqa: B010 (not exported)
-    return True
-
-
-def _reusing(build: Callable[..., type], serializers_module: str) -> Callable[..., type]:
-    classes: dict[Hashable, type] = {}
-
-    def create_model(name: str, /, **fields: Any) -> type:
-        config = fields.get("__config__") or {}
-        # repr too: typing treats Union[A, B] and Union[B, A] as equal, but pydantic may resolve them differently.
-        key = (
-            name,
-            tuple(sorted((k, v, repr(v)) for k, v in fields.items() if k != "__config__")),
-            tuple(sorted(config.items())),
-        )
-        fields.setdefault("__module__", serializers_module)  # pydantic would name this module instead
-        try:
-            hash(key)
-        except TypeError:  # an unhashable type: build it every time, as the SDK does
-            return build(name, **fields)
-        if key not in classes:
-            classes[key] = build(name, **fields)
-        return classes[key]
-
-    create_model.reuses_classes = True  # type: ignore[attr-defined]
-    create_model.classes = classes  # type: ignore[attr-defined]
-    return create_model
-
-
-# The SDK modules that read a request type's annotations on every call (to build its URL and query string).
-_TYPE_HINT_READERS = ("url", "queryparams")
-
-
-def reuse_sdk_type_hints() -> bool:
-    """Make google-genai read each request type's annotations once instead of on every call.
-
-    Building a request's URL and query string calls `typing.get_type_hints` on its parameter class each time,
-    which evaluates every string annotation again: ~40% of a poll's CPU in the worker (issue 16; profiled
-    with cProfile over poll_many). A class's annotations do not change once it is defined, so keeping them per
-    class changes nothing else. Returns True when every reader uses the kept hints.
-    """
-    import importlib
-
-    done = True
-    for name in _TYPE_HINT_READERS:
-        try:
-            module = importlib.import_module(f"google.genai._gaos.utils.{name}")
-        except ImportError:
-            done = False
-            continue
-        read = getattr(module, "get_type_hints", None)
-        if read is None:
-            done = False
-        elif not getattr(read, "keeps_hints", False):
-            setattr(module, "get_type_hints", _keeping_hints(read))  # noqa: B010 (not exported)
-    return done
-
-
-def _keeping_hints(read: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    hints: dict[type, dict[str, Any]] = {}
-
-    def get_type_hints(owner: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        if args or kwargs or not isinstance(owner, type):
-            return read(owner, *args, **kwargs)
-        if owner not in hints:
-            hints[owner] = read(owner)
-        return dict(hints[owner])  # a copy: a caller that changes it must not change the kept one
-
-    get_type_hints.keeps_hints = True  # type: ignore[attr-defined]
-    return get_type_hints
 
 
 def _client(settings: Settings, attempts: int) -> genai.Client:
