@@ -58,6 +58,7 @@ from research_runner.status import ACTIVE_STATUSES, REMOTE_TERMINAL
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 API_KEY = "bench-key"
+SPEED_LOOP = 10_000_000
 BASELINE_TASK, BASELINE_QUEUE = "baseline.wait", "baseline"
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -520,6 +521,19 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
     } | phase.webhook_rows
 
 
+def python_speed() -> float:
+    """CPU seconds of a fixed pure-Python loop: this VM's speed varies ~2x between days, so runs of different
+    days compare only beside this figure."""
+
+    def one() -> float:
+        started, total = time.process_time(), 0
+        for n in range(SPEED_LOOP):
+            total += n
+        return time.process_time() - started
+
+    return min(one() for _ in range(3))
+
+
 def print_table(args: argparse.Namespace, results: list[dict[str, str]], names: list[str]) -> None:
     print(
         f"\npipeline at scale: {args.jobs} jobs, durations {args.durations} s (seed {args.seed}), "
@@ -527,7 +541,8 @@ def print_table(args: argparse.Namespace, results: list[dict[str, str]], names: 
         f"{args.poll_max} s ±{args.poll_jitter}, dispatch every {args.dispatch_interval} s, "
         f"API latency {args.api_latency} s, jobs stored {args.submit}; webhooks: safety-net poll every "
         f"{args.safety_net} s, webhooks-drop drops {args.drop_rate:.0%} of deliveries; "
-        f"baseline sleeps {args.baseline_interval} s, capped at {args.baseline_seconds} s; {os.cpu_count()} CPUs"
+        f"baseline sleeps {args.baseline_interval} s, capped at {args.baseline_seconds} s; {os.cpu_count()} CPUs; "
+        f"this machine's speed: a {SPEED_LOOP:,}-step Python loop in {python_speed():.2f} s CPU (best of 3)"
     )
     widths = [40] + [max(14, *(len(r[k]) for k in r)) + 2 for r in results]
     print("".join(h.ljust(w) for h, w in zip(["metric", *names], widths, strict=True)))
