@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from research_runner import lifecycle, outcome, store, worker
+from research_runner import leases, lifecycle, outcome, store, worker
 from research_runner.gateway import Gateway
 from research_runner.models import Job, JobTurn
 from research_runner.settings import Settings
@@ -186,8 +186,8 @@ def test_the_dispatcher_hands_out_creates_under_their_own_budget(
             settings, job_id, [JobStatus.QUEUED], lease_until=None, next_poll_at=utcnow() - timedelta(hours=1)
         )
 
-    first = store.claim_due(settings)
-    second = store.claim_due(settings)
+    first = leases.claim_due(settings)
+    second = leases.claim_due(settings)
 
     assert sorted(job_id for job_id, status, _ in first if status == JobStatus.RUNNING) == sorted(running)
     assert [status for _, status, _ in first].count(JobStatus.QUEUED) == 3
@@ -263,7 +263,7 @@ def test_poll_lag_counts_only_polls_handed_out_and_not_done(
     runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = settings_from(runner_env, monkeypatch)  # the embedded database, SQLite
-    assert settings.embedded and store.poll_lag(settings) == 0.0
+    assert settings.embedded and leases.poll_lag(settings) == 0.0
     late, due, ended = (create_job(settings, f"Job {n}", AGENT).id for n in range(3))
     _handed_out(settings, late, due_seconds_ago=4)
     _handed_out(settings, ended, due_seconds_ago=9)
@@ -276,12 +276,12 @@ def test_poll_lag_counts_only_polls_handed_out_and_not_done(
         lease_until=None,
         next_poll_at=utcnow() - timedelta(seconds=7),
     )  # fmt: skip  (due, not handed out)
-    assert store.poll_lag(settings) == pytest.approx(4, abs=1)
+    assert leases.poll_lag(settings) == pytest.approx(4, abs=1)
 
 
 def _mark_three_running_after_one_was_given_up(settings: Settings) -> None:
     ids = [create_job(settings, f"Taken {n}", AGENT).id for n in range(3)]
-    taken = store.take_many_for_create(settings, ids, utcnow() + timedelta(seconds=60))
+    taken = leases.take_many_for_create(settings, ids, utcnow() + timedelta(seconds=60))
     assert sorted(job.id for job in taken) == sorted(ids)
     given_up = ids[1]  # the reaper gave up on it while its create ran
     assert store.transition(settings, given_up, [JobStatus.SUBMITTING], status=JobStatus.NEEDS_ATTENTION)
@@ -290,7 +290,7 @@ def _mark_three_running_after_one_was_given_up(settings: Settings) -> None:
                        "lease_until": None} for n, job_id in enumerate(ids)}  # fmt: skip
     turns = [JobTurn(job_id=job_id, kind="research", interaction_id=f"v1_{n}") for n, job_id in enumerate(ids)]
 
-    assert store.mark_running(settings, values, turns) == {ids[0], ids[2]}
+    assert leases.mark_running(settings, values, turns) == {ids[0], ids[2]}
 
     rows = {job.id: job for job in store.load_many(settings, ids)}
     assert [(rows[i].status, rows[i].interaction_id) for i in ids] == [

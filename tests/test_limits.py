@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from research_runner import lifecycle, ratelimit, store
+from research_runner import leases, lifecycle, ratelimit, store
 from research_runner.cli import cli
 from research_runner.gateway import Gateway
 from research_runner.status import JobStatus
@@ -104,7 +104,7 @@ def test_an_unknown_status_stops_polling_until_the_user_cancels(
     assert waiting.error == "the API reported status 'paused', which this version does not know; polling stopped"
     gets = emulator.stats()["requests"]["get"]
     lifecycle.advance(settings, gateway, job.id)
-    assert store.claim_due(settings, datetime.now(UTC) + timedelta(days=1)) == []  # never handed out again
+    assert leases.claim_due(settings, datetime.now(UTC) + timedelta(days=1)) == []  # never handed out again
     assert emulator.stats()["requests"]["get"] == gets
 
     cancelled = CliRunner().invoke(cli, ["cancel", job.id[:8]], env=runner_env)

@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery
 from celery.beat import Scheduler
 
-from research_runner import batches, broker, db, outcome, schedules, store
+from research_runner import batches, broker, db, leases, outcome, schedules
 from research_runner.settings import Settings
 from research_runner.status import JobStatus
 
@@ -88,13 +88,13 @@ def tick(
     for batch in fired.done if fired else []:
         log.info("schedule fired: batch %s (%s) with %d jobs", batch.short_id, batch.name, batch.job_count)
     report.failures += [f"schedule {f.name}: {f.error}" for f in (fired.failures if fired else [])]
-    report.interrupted_creates = _isolated(report, "reaper", lambda: store.reap_interrupted_creates(settings)) or 0
-    report.poll_lag = round(_isolated(report, "poll lag", lambda: store.poll_lag(settings)) or 0.0, 2)
+    report.interrupted_creates = _isolated(report, "reaper", lambda: leases.reap_interrupted_creates(settings)) or 0
+    report.poll_lag = round(_isolated(report, "poll lag", lambda: leases.poll_lag(settings)) or 0.0, 2)
     waiting_jobs = _isolated(report, "broker backlog", waiting) or 0
     report.creates_cap = creates_cap(settings, report.poll_lag, last_cap)
     report.creates_budget = creates_budget(settings, waiting_jobs, report.creates_cap)
     # not isolated: without it the tick has no purpose, so let beat log it
-    due = store.claim_due(settings, creates=report.creates_budget)
+    due = leases.claim_due(settings, creates=report.creates_budget)
     report.dispatched = len(due)
     # Polls first: they are due now and quick, while a burst of creates can take a while to drain.
     for status in (JobStatus.RUNNING, JobStatus.QUEUED):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from research_runner import attachments, batches, batchfile, db, deletion, lifecycle, pricing, schedules, store
+from research_runner import attachments, batches, batchfile, db, deletion, leases, lifecycle, pricing, schedules, store
 from research_runner.batchfile import Item
 from research_runner.exceptions import InvalidInput, InvalidJobState
 from research_runner.models import Batch, Job, JobTurn, Schedule
@@ -104,7 +104,7 @@ class Client:
     def stalled(self, after_seconds: float = 90.0) -> int:
         """How many jobs have been due for longer than `after_seconds` without being handed out: with a few, no
         worker (or scheduler) runs the dispatch tick."""
-        count, _ = store.overdue(self.db, utcnow() - timedelta(seconds=after_seconds))
+        count, _ = leases.overdue(self.db, utcnow() - timedelta(seconds=after_seconds))
         return count
 
     def upgrade_db(self) -> tuple[str | None, str | None]:

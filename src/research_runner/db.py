@@ -67,6 +67,13 @@ def session(settings: Settings) -> Iterator[Session]:
         raise unavailable(settings, exc) from None
 
 
+def execute_plain(session: Session, statement: Any, rows: list[dict[str, Any]] | None = None) -> Any:
+    """Run a statement as plain SQL on the session's connection (in its transaction). The session's ORM path
+    would also look for loaded objects to update in memory, which no caller keeps: ~a third of the CPU of a
+    worker's UPDATE (issue 16)."""
+    return session.connection().execute(statement, rows)
+
+
 def unavailable(settings: Settings, exc: OperationalError) -> ServiceUnavailable:
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
     return ServiceUnavailable(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
-from research_runner import batches, db, schedules, store
+from research_runner import batches, db, leases, schedules, store
 from research_runner.exceptions import GatewayError, PermanentError, ServiceUnavailable
 from research_runner.settings import Settings, redact_url
 from research_runner.status import utcnow
@@ -238,7 +238,7 @@ def check_worker(settings: Settings, app: Celery, broker_ok: bool, db_ok: bool =
 
 def _embedded_worker(settings: Settings) -> Check:
     """The embedded broker cannot be asked (no broadcast): judge by whether due jobs are handed out."""
-    count, oldest = store.overdue(settings, utcnow() - timedelta(seconds=OVERDUE_SECONDS))
+    count, oldest = leases.overdue(settings, utcnow() - timedelta(seconds=OVERDUE_SECONDS))
     if count:
         late = (utcnow() - oldest).total_seconds() if oldest else 0.0
         return Check("worker", FAIL, f"{count} job(s) have been due for up to {late:.0f} s and nobody handed them "

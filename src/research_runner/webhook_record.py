@@ -82,7 +82,7 @@ class JobRef:
 _JOB_COLUMNS = (JOBS.c.id, JOBS.c.status, JOBS.c.interaction_id)
 _JOBS_BY_ID = select(*_JOB_COLUMNS).where(JOBS.c.id.in_(bindparam("values", expanding=True)))
 _JOBS_BY_INTERACTION = select(*_JOB_COLUMNS).where(JOBS.c.interaction_id.in_(bindparam("values", expanding=True)))
-# store.make_due's condition, for many jobs at once: running, and no step in flight (its outcome sets the poll).
+# leases.make_due's condition, for many jobs at once: running, and no step in flight (its outcome sets the poll).
 _MAKE_DUE = (
     update(JOBS)
     .where(JOBS.c.id.in_(bindparam("ids", expanding=True)), JOBS.c.status == JobStatus.RUNNING,

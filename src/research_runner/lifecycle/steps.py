@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from research_runner import attachments, outcome, pricing, ratelimit, store
+from research_runner import attachments, leases, outcome, pricing, ratelimit, store
 from research_runner.constants import JOB_LABEL
 from research_runner.exceptions import (
     CreateOutcomeUnknown,
@@ -85,7 +85,7 @@ def start_job(settings: Settings, gateway: Gateway, job: Job | None) -> None:
         return  # checked before any budget is spent on it
     if _over_budget(settings, job) or _throttle(settings, job.id, JobStatus.QUEUED):
         return
-    taken = store.take_for_create(settings, job.id, _create_lease(settings))
+    taken = leases.take_for_create(settings, job.id, _create_lease(settings))
     interaction_id = None if taken is None else _create(settings, gateway, taken)
     if taken is not None and interaction_id is not None:
         _started(settings, gateway, [(taken, interaction_id)])
@@ -138,7 +138,7 @@ def _started(settings: Settings, gateway: Gateway, created: list[tuple[Job, str]
     }  # fmt: skip
     turns = [JobTurn(job_id=job.id, kind=turn_kind(job), input=job.next_input, interaction_id=interaction_id,
                      api_endpoint=gateway.endpoint) for job, interaction_id in created]  # fmt: skip
-    moved = store.mark_running(settings, values, turns)
+    moved = leases.mark_running(settings, values, turns)
     for job, interaction_id in created:
         if job.id not in moved:
             _keep_late_interaction(settings, job.id, interaction_id)
@@ -244,7 +244,7 @@ def start_many(settings: Settings, gateway: Gateway, job_ids: list[str], mapper:
             settings, mapper, found, lambda job: start_job(settings, gateway, job), lambda job: str(job.id)
         )
     else:  # taken together (only those still queued, so nothing is loaded first) and recorded together
-        taken = store.take_many_for_create(settings, job_ids, _create_lease(settings))
+        taken = leases.take_many_for_create(settings, job_ids, _create_lease(settings))
         ids, failures = _each(
             settings, mapper, taken, lambda job: _create(settings, gateway, job), lambda job: str(job.id)
         )
@@ -264,7 +264,7 @@ def poll_many(
         settings, mapper, found, lambda job: poll_job(settings, gateway, job, pending), lambda job: str(job.id)
     )
     polled = dict(zip([job.id for job in found], results, strict=True))
-    store.reschedule_all(settings, pending)  # the others' schedules are written even when one job failed
+    leases.reschedule_all(settings, pending)  # the others' schedules are written even when one job failed
     if failures:
         raise failures[0]  # the failed jobs keep their lease and are polled again once it lapses
     return {job_id: polled.get(job_id) for job_id in job_ids}
