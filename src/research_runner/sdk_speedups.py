@@ -115,8 +115,9 @@ def keep_sdk_lazy_names() -> int:
 
     Its generated packages (`utils`, `types`, ...) resolve a name such as `utils.generate_url` through a module
     `__getattr__` that runs `importlib.import_module` on every access and never stores what it found: about 20
-    lookups per API call, ~12% of a get's CPU and ~15% of a create's (issue 16). Storing the value in the module
-    on first use means later accesses find it without the `__getattr__`. Returns how many SDK packages keep
+    lookups per API call. Keeping them took 15% off a get's CPU and 23% off a cancel's (issue 16,
+    benchmarks/gateway_cost.py). Storing the value in the module on first use means later accesses find it
+    without the `__getattr__`. Returns how many SDK packages keep
     their names (0 when the SDK no longer loads names this way).
     """
     kept = 0
