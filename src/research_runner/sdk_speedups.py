@@ -24,9 +24,9 @@ _TYPE_HINT_READERS = ("url", "queryparams")
 
 def install_sdk_speedups() -> bool:
     """Install every speed-up (idempotent); True when all of them apply to this SDK."""
-    classes = reuse_sdk_model_classes()
-    hints = reuse_sdk_type_hints()
-    return classes and hints and keep_sdk_lazy_names() > 0
+    # Each is installed whatever the others return: one that a release broke must not keep the rest out.
+    applied = [reuse_sdk_model_classes(), reuse_sdk_type_hints(), keep_sdk_lazy_names() > 0]
+    return all(applied)
 
 
 def reuse_sdk_model_classes() -> bool:
@@ -84,7 +84,7 @@ def reuse_sdk_type_hints() -> bool:
     done = True
     for name in _TYPE_HINT_READERS:
         try:
-            module = importlib.import_module(f"google.genai._gaos.utils.{name}")
+            module = importlib.import_module(f"{SDK_GENERATED_PACKAGE}.utils.{name}")
         except ImportError:
             done = False
             continue
