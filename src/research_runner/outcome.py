@@ -1,4 +1,5 @@
-"""How an interaction ended, stored once: the report and its charts on disk, then the row, guarded by status.
+"""How an interaction ended, stored once: the row, guarded by status, and by the finisher that changed it, the
+report and its charts on disk.
 
 A report that cannot be written (folder read-only or full) never costs the outcome: the row keeps the report,
 its charts and the reason, polling stops, and the dispatch tick writes the files once it can.
@@ -11,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from research_runner import charts, pricing, reports, store
 from research_runner.models import Figure, Job
@@ -22,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def finish(settings: Settings, job: Job, snapshot: Snapshot, from_statuses: Iterable[str] = ACTIVE_STATUSES) -> None:
-    """Store the outcome once: the files first (atomically), then the row and its charts in one transaction."""
+    """Store the outcome once: the row, then (only by the finisher whose transition applied, in its transaction)
+    the files, written atomically, and their charts."""
     finished_at = utcnow()
     status = REMOTE_TERMINAL[snapshot.status]
     # A running job's cost so far is its plans', which were billed too: the estimate covers the whole thread. One
@@ -30,37 +33,36 @@ def finish(settings: Settings, job: Job, snapshot: Snapshot, from_statuses: Iter
     earlier = job.cost_usd if job.status in ACTIVE_STATUSES else None
     cost = pricing.plus(earlier, pricing.estimate(settings.prices.get(job.agent), snapshot.usage, snapshot.searches))
     report = reports.render(job, snapshot, finished_at, cost) if snapshot.text.strip() else None
-    path, written, unwritten = _save(settings, job, report)
+    saved: list[Path] = []
     won = store.finish(
-        settings, job.id, from_statuses, _figures(job, report),
+        settings, job.id, from_statuses, lambda: _save(settings, job, report, saved),
         status=status, remote_status=snapshot.status, finished_at=finished_at, next_poll_at=None,
         lease_until=None, error=_outcome_error(status, snapshot), poll_count=job.poll_count + 1,
         last_thought=snapshot.last_thought or job.last_thought,
         report_title=report.title if report else None, report_markdown=report.markdown if report else None,
-        report_path=str(path) if path else None, report_error=unwritten,
-        figures=json.dumps([str(p) for p in written]) if written else None,
         usage_json=json.dumps(snapshot.usage) if snapshot.usage else None, cost_usd=cost,
         **_usage_columns(snapshot),
     )  # fmt: skip
-    if not won and path is not None:
-        _drop_orphan(settings, job.id, path)
-    elif won and job.parent_id and path is not None:
-        _link_from_parent(settings, job, path)
+    if won and job.parent_id and saved:
+        _link_from_parent(settings, job, saved[0])
 
 
 def _link_from_parent(settings: Settings, job: Job, path: Path) -> None:
     """A follow-up's report is linked from its parent's report (file and row)."""
-    parent = store.load(settings, job.parent_id or "")
-    if parent is None or not parent.report_markdown:
-        return
-    where = Path(parent.report_path).parent if parent.report_path else settings.reports_dir
-    markdown = reports.with_follow_up(parent.report_markdown, job.question, os.path.relpath(path, where))
-    store.transition(settings, parent.id, [parent.status], report_markdown=markdown)
-    if parent.report_path:
-        try:
-            reports.write_atomically(Path(parent.report_path), markdown)
-        except OSError as exc:  # the row has the link; the file gets it with the next follow-up
-            log.warning("job %s: could not link follow-up %s from its report: %s", parent.short_id, job.short_id, exc)
+
+    def linked(parent: Job) -> str | None:
+        if not parent.report_markdown:
+            return None
+        where = Path(parent.report_path).parent if parent.report_path else settings.reports_dir
+        markdown = reports.with_follow_up(parent.report_markdown, job.question, os.path.relpath(path, where))
+        if parent.report_path:
+            try:
+                reports.write_atomically(Path(parent.report_path), markdown)
+            except OSError as exc:  # the row has the link; the file gets it with the next follow-up
+                log.warning("job %s: follow-up %s not linked in its file: %s", parent.short_id, job.short_id, exc)
+        return markdown
+
+    store.revise_report(settings, job.parent_id or "", linked)
 
 
 def _figures(job: Job, report: reports.Report | None) -> list[Figure]:
@@ -68,15 +70,19 @@ def _figures(job: Job, report: reports.Report | None) -> list[Figure]:
     return [Figure(job_id=job.id, number=c.number, mime_type=c.mime_type, data=c.data, note=c.note) for c in found]
 
 
-def _save(settings: Settings, job: Job, report: reports.Report | None) -> tuple[Path | None, list[Path], str | None]:
+def _save(settings: Settings, job: Job, report: reports.Report | None, saved: list[Path]) -> store.Saved:
+    """Write the report and its charts; the row's columns for them, and the chart rows. `saved` gets the path."""
+    nothing: dict[str, Any] = {"report_path": None, "report_error": None, "figures": None}
     if report is None:
-        return None, [], None
+        return nothing, []
     try:
         path, written = reports.save(report, settings.reports_dir)
-        return path, written, None
     except OSError as exc:
         log.error("job %s: report not written: %s", job.id[:8], exc)
-        return None, [], _unwritten(settings, exc)
+        return nothing | {"report_error": _unwritten(settings, exc)}, _figures(job, report)
+    saved.append(path)
+    figures = json.dumps([str(p) for p in written]) if written else None
+    return {"report_path": str(path), "report_error": None, "figures": figures}, _figures(job, report)
 
 
 def _unwritten(settings: Settings, exc: OSError) -> str:
@@ -107,15 +113,6 @@ def _write_pending(settings: Settings, job: Job) -> int:
     figures = json.dumps([str(p) for p in chart_paths]) if chart_paths else None
     return int(store.transition(settings, job.id, [job.status], report_path=str(path), report_error=None,
                                 figures=figures))  # fmt: skip
-
-
-def _drop_orphan(settings: Settings, job_id: str, path: Path) -> None:
-    # Another finisher won the race; keep the file only if the stored row points at it.
-    current = store.load(settings, job_id)
-    if current is not None and current.report_path == str(path) and current.report_markdown:
-        reports.write_atomically(path, current.report_markdown)  # our write may have replaced the winner's
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _outcome_error(status: JobStatus, snapshot: Snapshot) -> str | None:

@@ -8,7 +8,7 @@ in leases.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,9 @@ from research_runner.models import Figure, Job, JobFile, JobTurn
 from research_runner.readonly import job_prefix, only_match
 from research_runner.settings import Settings
 from research_runner.status import JobStatus, utcnow
+
+# What a finisher's files add to its row: column values, and the chart rows.
+Saved = tuple[dict[str, Any], list[Figure]]
 
 
 def new_job(
@@ -140,13 +143,38 @@ def unwritten_reports(settings: Settings, limit: int = 100) -> list[Job]:
         return list(session.scalars(query))
 
 
-def finish(settings: Settings, job_id: str, from_statuses: Iterable[str], charts: list[Figure], **values: Any) -> bool:
-    """A terminal transition and the report's charts, in one transaction; False (nothing stored) if the job was
-    no longer in `from_statuses`."""
+def finish(
+    settings: Settings, job_id: str, from_statuses: Iterable[str], save: Callable[[], Saved], **values: Any
+) -> bool:
+    """A terminal transition, then `save()`'s files, their columns and charts, in one transaction; False (nothing
+    stored, `save` not called) if the job was no longer in `from_statuses`.
+
+    The guarded UPDATE comes first because it takes the row's lock (PostgreSQL) or the write lock (SQLite): a second
+    finisher waits until the first commits, then finds the status changed, so it never rewrites the files of the
+    outcome that was stored.
+    """
     with db.session(settings) as session:
         if not _transition(session, job_id, from_statuses, values):
             return False
+        columns, charts = save()
+        db.execute_plain(session, update(Job).where(col(Job.id) == job_id).values(**columns))
         session.add_all(charts)
+    return True
+
+
+def revise_report(settings: Settings, job_id: str, revise: Callable[[Job], str | None]) -> bool:
+    """Replace a stored report with `revise(row)` (None: keep it), the row locked meanwhile; False if unchanged.
+
+    An UPDATE takes the lock before the row is read, so two follow-ups linked at once each add their link to what
+    the other stored, and `revise` can rewrite the report's file in the same order.
+    """
+    with db.session(settings) as session:
+        lock = update(Job).where(col(Job.id) == job_id).values(updated_at=utcnow())
+        job = session.get(Job, job_id) if db.execute_plain(session, lock).rowcount else None
+        markdown = revise(job) if job is not None else None
+        if job is None or markdown is None:
+            return False
+        job.report_markdown = markdown
     return True
 
 
