@@ -25,7 +25,7 @@ from research_runner import broker, db, lifecycle, store
 from research_runner.cli import cli
 from research_runner.gateway import Gateway
 from research_runner.models import Schedule
-from research_runner.settings import Settings
+from research_runner.settings import Settings, load_settings
 from research_runner.status import JobStatus, utcnow
 
 from conftest import create_job, settings_from, wait_for
@@ -232,6 +232,54 @@ def _delivered(settings: Settings) -> int:
     try:
         with engine.connect() as conn:
             return int(conn.execute(text("SELECT count(*) FROM kombu_message WHERE visible = 0")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+# One sender of test_processes_sending_to_a_fresh_embedded_broker_at_once_all_succeed: imported and connected,
+# it says "ready", then sends as soon as the go file appears.
+SENDER = """
+import os, sys, time
+from research_runner import worker
+from research_runner.settings import load_settings
+settings = load_settings()
+settings.ensure_dirs()  # as every command does
+app = worker.create_app(settings)
+print("ready", flush=True)
+deadline = time.monotonic() + 30
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    pass
+worker.enqueue(app, settings, sys.argv[2], "Sent at once")
+"""
+SENDERS = 6
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_processes_sending_to_a_fresh_embedded_broker_at_once_all_succeed(
+    runner_env: dict[str, str], tmp_path: Path, round_: int
+) -> None:
+    go = tmp_path / "go"
+    senders = [
+        subprocess.Popen([sys.executable, "-c", SENDER, str(go), f"job-{n}"], env={**os.environ, **runner_env},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(SENDERS)
+    ]  # fmt: skip
+    for sender in senders:
+        assert sender.stdout is not None and sender.stdout.readline() == "ready\n", sender.communicate()
+    go.touch()
+    errors = [sender.communicate(timeout=60)[1] for sender in senders]
+    assert [sender.returncode for sender in senders] == [0] * SENDERS, errors
+    settings = load_settings(data_dir=Path(runner_env["RESEARCH_DATA_DIR"]))
+    assert _messages(settings) == SENDERS
+
+
+def _messages(settings: Settings) -> int:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(settings.broker_url.removeprefix("sqla+"))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM kombu_message")).scalar_one())
     finally:
         engine.dispose()
 

@@ -1,4 +1,9 @@
-"""Housekeeping of the embedded SQLite broker.
+"""Housekeeping of the embedded SQLite broker: its tables and queues made once, its delivered messages dropped.
+
+kombu's SQLAlchemy transport creates its tables and queue rows on first use by looking, then inserting, under a
+lock that only holds within one process: two processes sending to a fresh broker at once failed with "table
+kombu_queue already exists" or "UNIQUE constraint failed: kombu_queue.name" (5 of 6 rounds of six processes).
+Each process now declares the queues once, one process at a time, before its first message.
 
 kombu's SQLAlchemy transport marks a message delivered (`visible = false`) instead of deleting it, so the broker
 file grew with every task ever sent (celery-notes: "Broker is not a database"). An unacknowledged message that
@@ -8,9 +13,13 @@ deletes them, and SQLite reuses their pages, which keeps the file's size flat.
 
 from __future__ import annotations
 
+import fcntl
 import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from research_runner.settings import Settings
@@ -18,6 +27,26 @@ from research_runner.settings import Settings
 CLEANUP_EVERY_SECONDS = 60.0
 MESSAGE_TABLE = "kombu_message"  # kombu's default message_tablename
 _last_cleanup = 0.0
+_declared: set[str] = set()  # broker URLs whose queues this process has declared
+
+
+def declare_queues(settings: Settings, connection: Any, queues: Iterable[str]) -> None:
+    """Make the embedded broker's tables and `queues` if missing, once per process, one process at a time."""
+    if not settings.embedded or settings.broker_url in _declared:
+        return
+    with _lock_file(settings).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        channel = connection.default_channel
+        for queue in queues:
+            channel.queue_declare(queue=queue)
+    _declared.add(settings.broker_url)
+
+
+def _lock_file(settings: Settings) -> Path:
+    url = make_url(settings.broker_url.removeprefix("sqla+"))
+    if url.get_backend_name() == "sqlite" and url.database:
+        return Path(url.database).with_name(Path(url.database).name + ".lock")
+    return settings.data_dir / "broker.lock"
 
 
 def purge_delivered(settings: Settings, force: bool = False) -> int:

@@ -19,7 +19,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError as BrokerError
 
-from research_runner import beat, db, display, lifecycle, store
+from research_runner import beat, broker, db, display, lifecycle, store
 from research_runner.exceptions import ServiceUnavailable
 from research_runner.models import Job
 from research_runner.settings import Settings, redact_url
@@ -234,6 +234,7 @@ def _broker(app: Celery, settings: Settings) -> Iterator[Any]:
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=BROKER_CONNECT_TIMEOUT)
+            broker.declare_queues(settings, conn, QUEUES)
             yield conn
     except (BrokerError, OSError) as exc:
         raise ServiceUnavailable(
@@ -285,4 +286,6 @@ def run_worker(
         argv += ["--beat", f"--scheduler={beat.SCHEDULER}"]
     if pool:
         argv.append(f"--pool={pool}")
+    if settings.embedded:  # its queues made before Celery's consumer races a sender to make them
+        check_broker(app, settings)
     app.worker_main(argv)
