@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import signal
 import subprocess
@@ -45,14 +46,25 @@ FAST_POLICY = {
 
 UNIT_TESTS = Path(__file__).parent / "unit"
 CHAOS_TESTS = Path(__file__).parent / "test_chaos.py"
+# A test uses the machine's Redis or PostgreSQL (which the chaos tests restart) through these fixtures, or its
+# module uses these (the services' addresses, or fixtures asked for by name at run time).
+SERVICE_FIXTURES = frozenset({"redis_url", "postgres_url", "postgres_settings_env"})
+SERVICE_NAMES = ("REDIS_URL", "PG_ADMIN_URL", "getfixturevalue(")
 
 
 @pytest.fixture(autouse=True)
 def services_lock(request: pytest.FixtureRequest) -> Iterator[None]:
-    """With the tests on two processes, a chaos test runs while no other test does (the other process waits)."""
-    exclusive = request.node.get_closest_marker("chaos") is not None
+    """With the tests on two processes, a chaos test runs while no test that uses Redis or PostgreSQL does; the
+    others (the emulator, the embedded SQLite stack, unit tests) go on beside it."""
+    if request.node.get_closest_marker("chaos") is not None:
+        mode = fcntl.LOCK_EX
+    elif request.node.get_closest_marker("services") is not None:
+        mode = fcntl.LOCK_SH
+    else:
+        yield
+        return
     with SERVICES_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(lock, mode)
         yield
 
 
@@ -63,6 +75,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if item.path == CHAOS_TESTS:
             item.add_marker(pytest.mark.chaos)
+        elif SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or _names_services(item.path):
+            item.add_marker(pytest.mark.services)
+
+
+@functools.cache
+def _names_services(path: Path) -> bool:
+    source = path.read_text()
+    return any(name in source for name in SERVICE_NAMES)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.1) -> Any:
