@@ -219,6 +219,7 @@ def test_the_embedded_broker_forgets_delivered_messages(
         ended = wait_for(lambda j=job: _status(settings, j.id, JobStatus.COMPLETED), 60, "the jobs")  # type: ignore[misc]
         assert ended, worker.log()
     worker.stop()
+    assert " failed" not in worker.log(), "the worker's broker connections work in beat's process too"
     assert _delivered(settings) > 0, "kombu keeps every delivered message"
 
     assert broker.purge_delivered(settings, force=True) > 0

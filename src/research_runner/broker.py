@@ -42,6 +42,17 @@ def declare_queues(settings: Settings, connection: Any, queues: Iterable[str]) -
     _declared.add(settings.broker_url)
 
 
+def close_connections() -> None:
+    """Close the embedded broker's connections that kombu keeps for the process. The worker declares its queues
+    before it forks beat's process, and a SQLite connection used on both sides of a fork fails with "disk I/O
+    error" (every dispatch tick's broker calls failed until the test timed out)."""
+    from kombu.transport.sqlalchemy import Channel
+
+    for engine, _ in Channel._engines.values():
+        engine.dispose()
+    Channel._engines.clear()
+
+
 def _lock_file(settings: Settings) -> Path:
     url = make_url(settings.broker_url.removeprefix("sqla+"))
     if url.get_backend_name() == "sqlite" and url.database:

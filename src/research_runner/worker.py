@@ -288,4 +288,5 @@ def run_worker(
         argv.append(f"--pool={pool}")
     if settings.embedded:  # its queues made before Celery's consumer races a sender to make them
         check_broker(app, settings)
+        broker.close_connections()
     app.worker_main(argv)
