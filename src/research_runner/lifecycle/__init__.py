@@ -1,6 +1,7 @@
-"""The job state machine: every transition of a job, in three rooms.
+"""The job state machine: every transition of a job.
 
-- steps: what a worker does (create, poll, record, time out), the only path to a terminal status besides the user's;
+- create, steps: what a worker does (create; poll, record, time out), the only path to a terminal status besides the
+  user's; common: what those two share (delays, the shared API budget, stepping several jobs);
 - user: what the user decides (approve, revise, ask, cancel, abandon);
 - inline: a job run in this process by `research run`.
 
@@ -8,21 +9,10 @@ Every write goes through store.transition, guarded by the job's current status, 
 can repeat a step but never apply one twice. A finished interaction is stored by outcome.finish.
 """
 
+from research_runner.lifecycle.common import Mapper, backoff_delay, planning
+from research_runner.lifecycle.create import start, start_many, turn_kind
 from research_runner.lifecycle.inline import Interrupted, interruptible, run_inline, shielded
-from research_runner.lifecycle.steps import (
-    Mapper,
-    Polled,
-    advance,
-    backoff_delay,
-    planning,
-    poll,
-    poll_job,
-    poll_many,
-    record,
-    start,
-    start_many,
-    turn_kind,
-)
+from research_runner.lifecycle.steps import Polled, advance, poll, poll_job, poll_many, record
 from research_runner.lifecycle.user import abandon, approve, ask, await_interaction, cancel, reload, revise
 
 __all__ = [
