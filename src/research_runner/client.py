@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from research_runner import attachments, batches, batchfile, db, deletion, leases, lifecycle, pricing, schedules, store
 from research_runner.batchfile import Item
 from research_runner.exceptions import InvalidInput, InvalidJobState
+from research_runner.lifecycle import Review as Review  # a run's plan reviewer: part of this API
 from research_runner.models import Batch, Job, JobTurn, Schedule
 from research_runner.settings import Settings, load_settings
 from research_runner.status import ACTIVE_STATUSES, JobStatus, utcnow
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     from research_runner.gateway import Gateway
 
 Progress = Callable[[Job], None]
-# Shown a job's plan: returns None to approve it, or the changes to ask for.
-Review = Callable[[Job], str | None]
 BatchProgress = Callable[[Batch, list[Job]], None]
 WAIT_TICK = 0.5
 
@@ -245,28 +243,16 @@ class Client:
         `review` is shown each plan and returns None to approve it or the changes to ask for; without `review`
         the job stops in plan_ready.
         """
-        with self._api_settings(emulator, notice) as (api, private):
+        with lifecycle.api_settings(self.settings, emulator, notice) as (api, private):
             gateway = self.gateway(api)  # key and settings are checked before anything is stored
             job, found = self._new_job(api, question, agent, charts=charts, plan=plan, files=files)
             store.add_with_files(self.db, job, found)
             with lifecycle.interruptible():
                 try:
-                    return self._run_thread(api, job.id, gateway, progress, review)
+                    return lifecycle.run_thread(api, job.id, gateway, progress, review)
                 except KeyboardInterrupt:
-                    self._interrupted(job.id, private, notice)
+                    lifecycle.interrupted(self.settings, job.id, private, notice)
                     raise
-
-    def _run_thread(self, api: Settings, job_id: str, gateway: Gateway, progress: Progress,
-                    review: Review | None) -> Job:  # fmt: skip
-        while True:
-            job = lifecycle.run_inline(api, job_id, gateway, progress)
-            if job.status != JobStatus.PLAN_READY or review is None:
-                return job
-            change = review(job)
-            if change is None:
-                lifecycle.approve(api, job.id)
-            else:
-                lifecycle.revise(api, job.id, change)
 
     # -- threads: plans and follow-ups -----------------------------------------------------------------------
 
@@ -320,24 +306,6 @@ class Client:
                 for job in found
             ]
         return [deletion.delete(self.settings, job, self.gateway, remote=remote, local=local) for job in found]
-
-    @contextmanager
-    def _api_settings(self, emulator: bool | None, notice: Callable[[str], None]) -> Iterator[tuple[Settings, bool]]:
-        if not (emulator if emulator is not None else self.settings.api_key is None):
-            yield self.settings, False
-            return
-        from research_emulator import EmulatorSettings, run_in_thread
-
-        with run_in_thread(EmulatorSettings(host="127.0.0.1", port=0)) as running:
-            notice(f"Using a private local emulator at {running.url}: the report will be emulated.")
-            yield self.settings.for_private_emulator(running.url), True
-
-    def _interrupted(self, job_id: str, private: bool, notice: Callable[[str], None]) -> None:
-        if private:  # the private emulator dies with this process, and its interaction with it
-            lifecycle.abandon(self.settings, job_id, "interrupted; the private emulator stopped with `research run`")
-            notice(f"Job {job_id[:8]} cancelled: its private emulator stopped with this command.")
-            return
-        notice(f"Job {job_id[:8]} goes on: a `research worker` will finish it, or `research cancel {job_id[:8]}`.")
 
     # -- batches --------------------------------------------------------------------------------------------
 

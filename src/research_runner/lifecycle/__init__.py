@@ -11,7 +11,16 @@ can repeat a step but never apply one twice. A finished interaction is stored by
 
 from research_runner.lifecycle.common import Mapper, backoff_delay, planning
 from research_runner.lifecycle.create import start, start_many, turn_kind
-from research_runner.lifecycle.inline import Interrupted, interruptible, run_inline, shielded
+from research_runner.lifecycle.inline import (
+    Interrupted,
+    Review,
+    api_settings,
+    interrupted,
+    interruptible,
+    run_inline,
+    run_thread,
+    shielded,
+)
 from research_runner.lifecycle.steps import Polled, advance, poll, poll_job, poll_many, record
 from research_runner.lifecycle.user import abandon, approve, ask, await_interaction, cancel, reload, revise
 
@@ -19,13 +28,16 @@ __all__ = [
     "Interrupted",
     "Mapper",
     "Polled",
+    "Review",
     "abandon",
     "advance",
+    "api_settings",
     "approve",
     "ask",
     "await_interaction",
     "backoff_delay",
     "cancel",
+    "interrupted",
     "interruptible",
     "planning",
     "poll",
@@ -35,6 +47,7 @@ __all__ = [
     "reload",
     "revise",
     "run_inline",
+    "run_thread",
     "shielded",
     "start",
     "start_many",

@@ -13,16 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from research_runner import store
 from research_runner.lifecycle.steps import advance
-from research_runner.lifecycle.user import WAIT_TICK, reload
+from research_runner.lifecycle.user import WAIT_TICK, abandon, approve, reload, revise
 from research_runner.models import Job
 from research_runner.settings import Settings
-from research_runner.status import ACTIVE_STATUSES, utcnow
+from research_runner.status import ACTIVE_STATUSES, JobStatus, utcnow
 
 if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
     from research_runner.gateway import Gateway
 
 
 Progress = Callable[[Job], None]
+# Shown a job's plan: returns None to approve it, or the changes to ask for.
+Review = Callable[[Job], str | None]
 
 
 def _hold(settings: Settings, job: Job) -> None:
@@ -48,6 +50,45 @@ def run_inline(settings: Settings, job_id: str, gateway: Gateway, progress: Prog
         with shielded():
             _hold(settings, job)
         time.sleep(min(WAIT_TICK, max(0.0, (job.next_poll_at - utcnow()).total_seconds())))
+
+
+def run_thread(settings: Settings, job_id: str, gateway: Gateway, progress: Progress, review: Review | None) -> Job:
+    """`run_inline`, and each plan the job waits on shown to `review`, until the job ends (or waits on a plan no
+    one reviews)."""
+    while True:
+        job = run_inline(settings, job_id, gateway, progress)
+        if job.status != JobStatus.PLAN_READY or review is None:
+            return job
+        change = review(job)
+        if change is None:
+            approve(settings, job.id)
+        else:
+            revise(settings, job.id, change)
+
+
+@contextmanager
+def api_settings(
+    settings: Settings, emulator: bool | None, notice: Callable[[str], None]
+) -> Iterator[tuple[Settings, bool]]:
+    """The settings to run a job with, and whether they point at a private emulator (`emulator`, or by default
+    when no API key is set), which runs in this process meanwhile."""
+    if not (emulator if emulator is not None else settings.api_key is None):
+        yield settings, False
+        return
+    from research_emulator import EmulatorSettings, run_in_thread
+
+    with run_in_thread(EmulatorSettings(host="127.0.0.1", port=0)) as running:
+        notice(f"Using a private local emulator at {running.url}: the report will be emulated.")
+        yield settings.for_private_emulator(running.url), True
+
+
+def interrupted(settings: Settings, job_id: str, private: bool, notice: Callable[[str], None]) -> None:
+    """Say what becomes of a job whose `research run` was interrupted."""
+    if private:  # the private emulator dies with this process, and its interaction with it
+        abandon(settings, job_id, "interrupted; the private emulator stopped with `research run`")
+        notice(f"Job {job_id[:8]} cancelled: its private emulator stopped with this command.")
+        return
+    notice(f"Job {job_id[:8]} goes on: a `research worker` will finish it, or `research cancel {job_id[:8]}`.")
 
 
 class Interrupted(KeyboardInterrupt):
