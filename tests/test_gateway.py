@@ -9,7 +9,12 @@ from google.genai._gaos import utils as sdk_utils
 from google.genai._gaos.utils import queryparams, serializers, url
 
 from research_runner.gateway import Gateway
-from research_runner.sdk_speedups import install_sdk_speedups, keep_sdk_lazy_names, reuse_sdk_model_classes
+from research_runner.sdk_speedups import (
+    create_request,
+    install_sdk_speedups,
+    keep_sdk_lazy_names,
+    reuse_sdk_model_classes,
+)
 
 from conftest import settings_from
 
@@ -81,3 +86,30 @@ def test_the_sdk_reads_each_request_type_s_hints_once() -> None:
     first["id"] = int  # a caller that changes its copy
     assert read_url(Request) == {"id": str} == read_query(Request)
     assert getattr(read_url, "keeps_hints", False) and getattr(read_query, "keeps_hints", False)
+
+
+CREATE_BODIES = [
+    {"agent": AGENT, "input": "A question", "background": True, "labels": {"research_runner_job": "j1"}},
+    {
+        "agent": AGENT,
+        "input": [
+            {"type": "text", "text": "A chart?"},
+            {"type": "image", "data": "iVBORw0K", "mime_type": "image/png"},
+        ],
+        "background": True,
+        "labels": {"research_runner_job": "j2"},
+        "agent_config": {"type": "deep-research", "collaborative_planning": True, "thinking_summaries": "auto"},
+        "previous_interaction_id": "v1_earlier",
+        "webhook_config": {"uris": ["https://example.test/hook"], "user_metadata": {"research_runner_job": "j2"}},
+    },
+]
+
+
+@pytest.mark.parametrize("body", CREATE_BODIES)
+def test_a_create_request_built_in_one_step_is_the_one_the_sdk_builds(body: dict[str, Any]) -> None:
+    install_sdk_speedups()
+    built = create_request(body)
+    assert built is not None, "google-genai has no CreateInteractionRequest: re-measure benchmarks/gateway_cost.py"
+    from_kwargs = sdk_utils.unmarshal({"body": dict(body)}, type(built))  # what create(**body) validates
+    assert built == from_kwargs
+    assert built.model_dump_json(by_alias=True) == from_kwargs.model_dump_json(by_alias=True)

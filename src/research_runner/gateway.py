@@ -17,7 +17,7 @@ from google.genai import types
 
 from research_runner.constants import JOB_LABEL
 from research_runner.exceptions import CreateOutcomeUnknown, GatewayError, PermanentError, RetryableError
-from research_runner.sdk_speedups import install_sdk_speedups
+from research_runner.sdk_speedups import create_request, install_sdk_speedups
 from research_runner.settings import Settings
 from research_runner.snapshot import Snapshot, snapshot_from_json
 from research_runner.status import REMOTE_TERMINAL
@@ -70,17 +70,19 @@ class Gateway:
         webhook_config: dict[str, Any] | None = None,
     ) -> str:  # fmt: skip
         """Start a background research; returns the interaction id."""
-        extra: dict[str, Any] = {"agent_config": agent_config} if agent_config else {}
+        body: dict[str, Any] = {"agent": agent, "input": question, "background": True, "labels": {JOB_LABEL: job_id}}
+        if agent_config:
+            body["agent_config"] = agent_config
         if previous_interaction_id:
-            extra["previous_interaction_id"] = previous_interaction_id
+            body["previous_interaction_id"] = previous_interaction_id
         if webhook_config:
-            extra["webhook_config"] = webhook_config
+            body["webhook_config"] = webhook_config
+        request = create_request(body)
         try:
             # The raw reply, as for a get: only its id is needed, and the SDK's typed reply (an Interaction) cost
             # about a quarter of a create's CPU in the worker (issue 16).
-            raw = self._create_client.interactions.with_raw_response.create(
-                agent=agent, input=question, background=True, labels={JOB_LABEL: job_id}, **extra
-            )
+            create = self._create_client.interactions.with_raw_response.create
+            raw = create(**body) if request is None else create(request=request)
         except sdk_errors.GeminiNextGenAPIClientError as exc:
             raise classify_create_error(exc) from exc
         return _interaction_id(raw)
