@@ -219,12 +219,14 @@ def emulator_process() -> Iterator[EmulatorHandle]:
 
 @pytest.fixture
 def emulator(emulator_process: EmulatorHandle) -> Iterator[EmulatorHandle]:
-    """The shared emulator, reset (interactions, stats, faults, fault RNG) before each test."""
+    """The shared emulator, reset (interactions, stats, faults, fault RNG) before each test, and after it: a test
+    module that shares one worker uses `emulator_process` itself, and must not inherit a fault set here."""
     emulator_process.reset()
     yield emulator_process
     for client in emulator_process._clients:
         client.close()
     emulator_process._clients.clear()
+    emulator_process.reset()
 
 
 @pytest.fixture
