@@ -173,6 +173,7 @@ def revise_report(settings: Settings, job_id: str, revise: Callable[[Job], str |
         job = session.get(Job, job_id) if db.execute_plain(session, lock).rowcount else None
         markdown = revise(job) if job is not None else None
         if job is None or markdown is None:
+            session.rollback()  # nothing to store: the row keeps its updated_at too
             return False
         job.report_markdown = markdown
     return True
