@@ -227,12 +227,17 @@ def test_the_embedded_broker_forgets_delivered_messages(
 
 
 def _delivered(settings: Settings) -> int:
+    return _messages(settings, "WHERE visible = 0")
+
+
+def _messages(settings: Settings, where: str = "") -> int:
+    """Messages in the embedded broker's table (`where`: which)."""
     from sqlalchemy import create_engine
 
     engine = create_engine(settings.broker_url.removeprefix("sqla+"))
     try:
         with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM kombu_message WHERE visible = 0")).scalar_one())
+            return int(conn.execute(text(f"SELECT count(*) FROM kombu_message {where}")).scalar_one())
     finally:
         engine.dispose()
 
@@ -272,17 +277,6 @@ def test_processes_sending_to_a_fresh_embedded_broker_at_once_all_succeed(
     assert [sender.returncode for sender in senders] == [0] * SENDERS, errors
     settings = load_settings(data_dir=Path(runner_env["RESEARCH_DATA_DIR"]))
     assert _messages(settings) == SENDERS
-
-
-def _messages(settings: Settings) -> int:
-    from sqlalchemy import create_engine
-
-    engine = create_engine(settings.broker_url.removeprefix("sqla+"))
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM kombu_message")).scalar_one())
-    finally:
-        engine.dispose()
 
 
 def test_a_step_that_fails_for_one_job_is_noted_on_its_row_and_costs_the_others_nothing(
