@@ -1,5 +1,5 @@
-"""How an interaction ended, stored once: the row, guarded by status, and by the finisher that changed it, the
-report and its charts on disk.
+"""How an interaction ended, stored once: the row, guarded by status, then the report and its charts on disk,
+written only by the finisher whose transition applied.
 
 A report that cannot be written (folder read-only or full) never costs the outcome: the row keeps the report,
 its charts and the reason, polling stops, and the dispatch tick writes the files once it can.

@@ -3,9 +3,9 @@
 The SDK's Speakeasy-generated layer redoes, on every call, work whose result cannot change within a process:
 it builds pydantic classes, reads type annotations and imports its own modules again. Each function here keeps
 one such result per process and changes nothing else; `create_request` skips a walk that our requests never
-need. Each checks the SDK's shape first and does nothing when
-a release has changed it, so a newer SDK is slower, never wrong; `tests/test_gateway.py` fails when a speed-up
-no longer applies, and `benchmarks/gateway_cost.py` measures them.
+need. Each checks the SDK's shape first and does nothing when a release has changed it, so a newer SDK is
+slower, never wrong; `tests/test_gateway.py` fails when a speed-up no longer applies, and
+`benchmarks/gateway_cost.py` measures them.
 """
 
 from __future__ import annotations
