@@ -10,16 +10,13 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from research_runner import ratelimit, store
 from research_runner.exceptions import RetryableError
 from research_runner.models import Job
 from research_runner.settings import Settings
 from research_runner.status import JobStatus, utcnow
-
-if TYPE_CHECKING:  # the SDK is imported only where a gateway is built
-    pass
 
 log = logging.getLogger("research_runner.lifecycle")
 _rng = random.Random()
