@@ -194,6 +194,44 @@ def test_the_dispatcher_hands_out_creates_under_their_own_budget(
     assert sorted(job_id for job_id, _, _ in first + second) == sorted(running + queued)  # the rest, next tick
 
 
+def test_a_poll_goes_out_up_to_half_a_tick_early_and_a_create_never(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from({**env, "RESEARCH_DISPATCH_INTERVAL": "2"}, monkeypatch)
+    gateway = Gateway(settings)
+    now = utcnow()
+    soon, later = (_running(settings, gateway, f"Due {n} [[emulator duration=600]]") for n in range(2))
+    queued = create_job(settings, "Waiting", AGENT).id
+    for job_id, status, due in (
+        (soon, JobStatus.RUNNING, 0.9),
+        (later, JobStatus.RUNNING, 1.1),
+        (queued, JobStatus.QUEUED, 0.1),
+    ):
+        assert store.transition(settings, job_id, [status], lease_until=None, next_poll_at=now + timedelta(seconds=due))
+
+    # The tick of `now` rounds to the nearer tick: what is due within 1 s (half of 2) is handed out now.
+    assert [job_id for job_id, _, _ in leases.claim_due(settings, now)] == [soon]
+    assert sorted(job_id for job_id, _, _ in leases.claim_due(settings, now + timedelta(seconds=2))) == sorted(
+        [later, queued]
+    )
+
+
+def test_a_poll_handed_out_early_still_waits_out_retry_after(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
+) -> None:
+    settings = settings_from({**env, "RESEARCH_DISPATCH_INTERVAL": "2", "RESEARCH_POLL_MAX": "1"}, monkeypatch)
+    job_id = _running(settings, Gateway(settings), "Refused [[emulator duration=600]]")
+    emulator.set_faults({"get": {"429": 1.0}, "retry_after": 3})
+
+    polled = lifecycle.poll_many(settings, Gateway(settings), [job_id])[job_id]
+    assert polled is not None and polled.remote_status is None  # asked, and refused for now
+
+    job = store.load(settings, job_id)
+    assert job is not None and job.next_poll_at is not None and "temporary API problem" in str(job.error)
+    waits = (job.next_poll_at - job.updated_at).total_seconds()  # both written when the 429 came back
+    assert waits - leases.poll_head_start(settings) > 2.99  # the earliest tick that hands it out is past Retry-After
+
+
 def test_the_creates_budget_shrinks_while_steps_wait_in_the_broker(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

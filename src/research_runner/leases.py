@@ -101,12 +101,27 @@ def claim_due(
     now = now or utcnow()
     lease = now + timedelta(seconds=settings.lease_seconds)
     creates_limit = settings.dispatch_creates if creates is None else creates
+    polls_until = now + timedelta(seconds=poll_head_start(settings))
+    claims = ((JobStatus.RUNNING, DISPATCH_BATCH, polls_until), (JobStatus.QUEUED, creates_limit, now))
     with db.session(settings) as session:
         return [
             (row[0], row[1], row[2])
-            for status, limit in ((JobStatus.RUNNING, DISPATCH_BATCH), (JobStatus.QUEUED, creates_limit))
-            for row in db.execute_plain(session, _claim(status, limit, now, lease))
+            for status, limit, due_by in claims
+            for row in db.execute_plain(session, _claim(status, limit, due_by, now, lease))
         ]
+
+
+def poll_head_start(settings: Settings) -> float:
+    """How early a poll may be handed out: half a tick. A tick hands out what falls due before the next one,
+    rounded to the nearer tick, so a poll runs within half a tick of its time instead of up to a whole tick
+    after it: 0.5 s less lateness and notice time on average (issue 16), well inside the schedule's jitter.
+    A Retry-After is kept anyway (`not_before`)."""
+    return settings.dispatch_interval / 2
+
+
+def not_before(settings: Settings, retry_after: float | None) -> float:
+    """Seconds to wait so that a poll handed out early still waits out the API's Retry-After."""
+    return retry_after + poll_head_start(settings) if retry_after else 0.0
 
 
 def poll_lag(settings: Settings, now: datetime | None = None) -> float:
@@ -119,10 +134,10 @@ def poll_lag(settings: Settings, now: datetime | None = None) -> float:
     return 0.0 if oldest is None else max((now - oldest).total_seconds(), 0.0)
 
 
-def _claim(status: JobStatus, limit: int, now: datetime, lease: datetime) -> Any:
+def _claim(status: JobStatus, limit: int, due_by: datetime, now: datetime, lease: datetime) -> Any:
     due = and_(
         col(Job.status) == status,
-        col(Job.next_poll_at) <= now,
+        col(Job.next_poll_at) <= due_by,
         or_(col(Job.lease_until).is_(None), col(Job.lease_until) < now),
     )
     # SKIP LOCKED: two dispatchers claim disjoint rows instead of deadlocking (PostgreSQL; SQLite serialises).

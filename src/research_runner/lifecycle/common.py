@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
-from research_runner import ratelimit, store
+from research_runner import leases, ratelimit, store
 from research_runner.exceptions import RetryableError
 from research_runner.models import Job
 from research_runner.settings import Settings
@@ -44,7 +44,8 @@ def throttle(settings: Settings, job_id: str, status: JobStatus) -> bool:
         return False
     wait = ratelimit.acquire(settings)
     if wait > 0:
-        store.transition(settings, job_id, [status], next_poll_at=utcnow() + timedelta(seconds=wait), lease_until=None)
+        held = leases.not_before(settings, wait) if status == JobStatus.RUNNING else wait  # polls go out early
+        store.transition(settings, job_id, [status], next_poll_at=utcnow() + timedelta(seconds=held), lease_until=None)
     return wait > 0
 
 

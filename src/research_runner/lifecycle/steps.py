@@ -81,7 +81,7 @@ def poll_job(
         snapshot = gateway.get(job.interaction_id)
     except RetryableError as exc:
         honour_retry_after(settings, exc)
-        delay = max(exc.retry_after or 0.0, backoff_delay(settings, job.poll_count))
+        delay = max(leases.not_before(settings, exc.retry_after), backoff_delay(settings, job.poll_count))
         _reschedule(settings, job, delay, error=f"temporary API problem, will poll again: {exc}")
         return Polled(None, lateness)
     except PermanentError as exc:
