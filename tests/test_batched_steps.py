@@ -227,7 +227,8 @@ def test_a_poll_handed_out_early_still_waits_out_retry_after(
     assert polled is not None and polled.remote_status is None  # asked, and refused for now
 
     job = store.load(settings, job_id)
-    assert job is not None and job.next_poll_at is not None and "temporary API problem" in str(job.error)
+    assert job is not None and job.next_poll_at is not None and job.updated_at is not None
+    assert "temporary API problem" in str(job.error)
     waits = (job.next_poll_at - job.updated_at).total_seconds()  # both written when the 429 came back
     assert waits - leases.poll_head_start(settings) > 2.99  # the earliest tick that hands it out is past Retry-After
 
