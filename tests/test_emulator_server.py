@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 from typing import Final
 
+import httpx2
 import pytest
 from google import genai
 
 from research_emulator import EmulatorSettings, SettingsError, create_app, run_in_thread
+from research_emulator.server import IDLE_CONNECTION_SECONDS, make_server
 
 AGENT: Final = "deep-research-preview-04-2026"
 
@@ -49,3 +51,12 @@ def test_settings_validate_and_create_app() -> None:
     with pytest.raises(ValueError):
         EmulatorSettings(faults={"get": {"lost": 0.1}})
     assert create_app(settings).routes
+
+
+def test_an_idle_connection_outlives_the_sdk_clients_keep_alive() -> None:
+    # Google's front ends keep an idle client connection 610 s. At uvicorn's default (5 s, the SDK pool's
+    # own expiry) the emulator could close a pooled connection just as a request went out on it.
+    config = make_server(EmulatorSettings(port=0)).config
+    assert config.timeout_keep_alive == IDLE_CONNECTION_SECONDS == 610
+    expiry = httpx2.Limits().keepalive_expiry
+    assert expiry is not None and config.timeout_keep_alive > 10 * expiry

@@ -42,6 +42,14 @@ def socket_url(sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
+# How long an idle client connection stays open. Google's docs say nothing of the Gemini API's own; Google's
+# front ends keep one 610 s (Cloud Load Balancing, "Request distribution for external Application Load
+# Balancers": "GFEs use a client HTTP keepalive timeout of 610 seconds"). uvicorn's default, 5 s, equals the
+# SDK's httpx2 pool expiry: a pooled connection could close under a request just sent on it, which a create
+# must then treat as possibly started (seen once in a 10,000-job run, issue 16).
+IDLE_CONNECTION_SECONDS = 610
+
+
 def make_server(settings: EmulatorSettings) -> uvicorn.Server:
     config = uvicorn.Config(
         create_app(settings),
@@ -55,6 +63,7 @@ def make_server(settings: EmulatorSettings) -> uvicorn.Server:
         server_header=False,
         # Open streams of stuck interactions never end on their own; do not let them block shutdown.
         timeout_graceful_shutdown=1,
+        timeout_keep_alive=IDLE_CONNECTION_SECONDS,
     )
     return uvicorn.Server(config)
 
