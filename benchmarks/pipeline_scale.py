@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ from research_runner.status import ACTIVE_STATUSES, REMOTE_TERMINAL
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 API_KEY = "bench-key"
+UNFINISHED_ERROR_CHARS = 70  # of a job's error, in the table
 SPEED_LOOP = 10_000_000
 BASELINE_TASK, BASELINE_QUEUE = "baseline.wait", "baseline"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -498,6 +500,7 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
     submit_delay = [(r.submitted_at - r.created_at).total_seconds() for r in rows if r.submitted_at]
     return {
         "jobs finished / in run": f"{len(done)}/{n} in {phase.elapsed:.0f} s",
+        "not finished: how many, status: error": unfinished(rows),
         "task errors in worker log": str(phase.log.count("raised unexpected")),
         "makespan s": f"{makespan:.0f}{span_note}",
         "lower bound s (longest job)": f"{bound:.0f}",
@@ -519,6 +522,12 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
         "emulator / PostgreSQL CPU s": f"{phase.emulator_cpu:.0f} / {phase.postgres_cpu:.0f}",
         "machine busy, cores (others)": f"{phase.machine_busy:.2f} ({others:.2f})",
     } | phase.webhook_rows
+
+
+def unfinished(rows: list[Job]) -> str:
+    """What became of the jobs that did not finish, the two commonest first: a run's errors at a glance."""
+    left = Counter(f"{r.status}: {(r.error or '-')[:UNFINISHED_ERROR_CHARS]}" for r in rows if r.finished_at is None)
+    return "; ".join(f"{count} {what}" for what, count in left.most_common(2)) or "none"
 
 
 def python_speed() -> float:
