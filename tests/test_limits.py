@@ -75,6 +75,26 @@ def test_a_429_pauses_every_worker_until_retry_after(
     assert ratelimit.acquire(settings, now + timedelta(seconds=31)) == 0.0
 
 
+def test_a_poll_held_back_by_the_budget_is_not_handed_out_before_the_pause_ends(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
+) -> None:
+    env = {**runner_env, "RESEARCH_API_REQUESTS_PER_MINUTE": "100", "RESEARCH_DISPATCH_INTERVAL": "2"}
+    settings = settings_from(env, monkeypatch)
+    gateway = Gateway(settings)
+    job = create_job(settings, "Held back [[emulator duration=600]]", settings.agent)
+    lifecycle.advance(settings, gateway, job.id)  # create
+    ratelimit.block(settings, 30)  # as a 429's Retry-After does, for every worker
+    gets = emulator.stats()["requests"]["get"]
+
+    lifecycle.advance(settings, gateway, job.id)  # the poll: held back without asking the API
+
+    held = store.find(settings, job.id)
+    assert held.status == JobStatus.RUNNING and emulator.stats()["requests"]["get"] == gets
+    assert held.next_poll_at is not None and held.updated_at is not None
+    waits = (held.next_poll_at - held.updated_at).total_seconds()
+    assert waits - leases.poll_head_start(settings) > 29  # handed out half a tick early, it still finds the pause over
+
+
 def test_jobs_over_the_budget_wait_without_calling_the_api(
     runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
 ) -> None:

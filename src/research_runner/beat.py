@@ -116,7 +116,8 @@ def creates_cap(settings: Settings, poll_lag: float, last: int | None = None) ->
     the next polls late (issue 16)."""
     ceiling = settings.dispatch_creates
     last = ceiling if last is None else last
-    if poll_lag > settings.dispatch_interval:
+    # A poll goes out up to `poll_head_start` before it is due, so a tick later its lag is a tick less that.
+    if poll_lag > settings.dispatch_interval - leases.poll_head_start(settings):
         return max(_floor(settings), last // 2)
     return min(ceiling, last + _floor(settings))
 

@@ -120,7 +120,9 @@ def poll_head_start(settings: Settings) -> float:
 
 
 def not_before(settings: Settings, retry_after: float | None) -> float:
-    """Seconds to wait so that a poll handed out early still waits out the API's Retry-After."""
+    """Seconds to wait so that a poll handed out early still waits out the API's Retry-After (or the shared
+    budget's wait). It counts on the dispatcher's tick being the worker's: give every process the same
+    RESEARCH_DISPATCH_INTERVAL."""
     return retry_after + poll_head_start(settings) if retry_after else 0.0
 
 

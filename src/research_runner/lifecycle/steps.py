@@ -117,7 +117,9 @@ def _time_out(settings: Settings, gateway: Gateway, job: Job) -> None:
     try:
         snapshot = gateway.cancel(job.interaction_id)
     except RetryableError as exc:  # not cancelled: keep it running and try again at the next poll
-        _reschedule(settings, job, backoff_delay(settings, job.poll_count),
+        honour_retry_after(settings, exc)
+        delay = max(leases.not_before(settings, exc.retry_after), backoff_delay(settings, job.poll_count))
+        _reschedule(settings, job, delay,
                     error=f"past the maximum research time; cancelling failed, will try again: {exc}")  # fmt: skip
         return
     except PermanentError:  # the API refuses to cancel what has just ended: record how it ended
