@@ -526,7 +526,11 @@ def metrics(phase: Phase, args: argparse.Namespace) -> dict[str, str]:
 
 def unfinished(rows: list[Job]) -> str:
     """What became of the jobs that did not finish, the two commonest first: a run's errors at a glance."""
-    left = Counter(f"{r.status}: {(r.error or '-')[:UNFINISHED_ERROR_CHARS]}" for r in rows if r.finished_at is None)
+
+    def error(row: Job) -> str:  # one line, and no column separator if the table is pasted into Markdown
+        return " ".join((row.error or "-").split()).replace("|", "/")[:UNFINISHED_ERROR_CHARS]
+
+    left = Counter(f"{r.status}: {error(r)}" for r in rows if r.finished_at is None)
     return "; ".join(f"{count} {what}" for what, count in left.most_common(2)) or "none"
 
 
