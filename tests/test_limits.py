@@ -53,6 +53,28 @@ def test_a_job_past_the_maximum_research_time_is_cancelled_and_timed_out(
     assert emulator.stats()["status_counts"] == {"cancelled": 1}
 
 
+def test_a_refused_cancel_past_the_time_limit_keeps_the_retry_after(
+    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, emulator: Any
+) -> None:
+    env = {**runner_env, "RESEARCH_MAX_RESEARCH_MINUTES": "0.001", "RESEARCH_POLL_MAX": "1"}
+    settings = settings_from(env, monkeypatch)
+    job = create_job(settings, "Never ends [[emulator outcome=stuck]]", settings.agent)
+    gateway = Gateway(settings)
+    lifecycle.advance(settings, gateway, job.id)
+    started = store.find(settings, job.id).submitted_at
+    assert started is not None
+    store.transition(settings, job.id, [JobStatus.RUNNING], submitted_at=started - timedelta(seconds=1))
+    emulator.set_faults({"cancel": {"429": 1.0}, "retry_after": 3})
+
+    lifecycle.advance(settings, gateway, job.id)  # past the limit: the cancel is refused for now
+
+    held = store.find(settings, job.id)
+    assert held.status == JobStatus.RUNNING and "cancelling failed, will try again" in str(held.error)
+    assert held.next_poll_at is not None and held.updated_at is not None
+    waits = (held.next_poll_at - held.updated_at).total_seconds()
+    assert waits - leases.poll_head_start(settings) > 2.99  # not handed out again before Retry-After
+
+
 def test_the_shared_budget_grants_at_most_the_limit_per_minute(
     runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
