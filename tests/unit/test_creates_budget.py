@@ -46,8 +46,10 @@ def test_the_budget_is_the_cap_less_the_backlog(cap: int, waiting: int, budget: 
         (0.0, 400, 400),  # never above it
         (0.0, 100, 150),  # the polls keep up: one floor more a tick
         (0.4, 100, 150),  # handed out this tick and not done yet: the workers are at it
-        (1.0, 100, 150),  # exactly a tick: still this tick's
-        (1.01, 400, 200),  # one from the tick before is not done: the workers are behind, halve it
+        # A tick hands out polls up to half a tick (0.5 s) before they are due (leases.poll_head_start), so
+        # one handed out a tick ago and still not done lags at least half a tick.
+        (0.5, 100, 150),  # exactly half a tick: still this tick's
+        (0.51, 400, 200),  # one from the tick before is not done: the workers are behind, halve it
         (30.0, 200, 100),
         (5.0, 60, 50),  # never under the floor
         (5.0, None, 200),
