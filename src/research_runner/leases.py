@@ -114,7 +114,7 @@ def claim_due(
 def poll_head_start(settings: Settings) -> float:
     """How early a poll may be handed out: half a tick. A tick hands out what falls due before the next one,
     rounded to the nearer tick, so a poll runs within half a tick of its time instead of up to a whole tick
-    after it: 0.5 s less lateness and notice time on average (issue 16), well inside the schedule's jitter.
+    after it: half a tick less lateness and notice time on average (issue 16), well inside the schedule's jitter.
     A Retry-After is kept anyway (`not_before`)."""
     return settings.dispatch_interval / 2
 

@@ -80,9 +80,9 @@ def poll_job(
     try:
         snapshot = gateway.get(job.interaction_id)
     except RetryableError as exc:
-        honour_retry_after(settings, exc)
-        delay = max(leases.not_before(settings, exc.retry_after), backoff_delay(settings, job.poll_count))
-        _reschedule(settings, job, delay, error=f"temporary API problem, will poll again: {exc}")
+        _reschedule(
+            settings, job, _after_refusal(settings, job, exc), error=f"temporary API problem, will poll again: {exc}"
+        )
         return Polled(None, lateness)
     except PermanentError as exc:
         needs_attention(settings, job.id, JobStatus.RUNNING, f"the API refused to report on the interaction: {exc}")
@@ -93,6 +93,12 @@ def poll_job(
         return Polled(snapshot.status, lateness)
     record(settings, job, snapshot, pending)
     return Polled(snapshot.status, lateness)
+
+
+def _after_refusal(settings: Settings, job: Job, exc: RetryableError) -> float:
+    """Seconds until a job the API refused for now is asked again: its backoff, or its Retry-After if longer."""
+    honour_retry_after(settings, exc)
+    return max(leases.not_before(settings, exc.retry_after), backoff_delay(settings, job.poll_count))
 
 
 def _past_time_limit(settings: Settings, job: Job, now: datetime) -> bool:
@@ -117,9 +123,7 @@ def _time_out(settings: Settings, gateway: Gateway, job: Job) -> None:
     try:
         snapshot = gateway.cancel(job.interaction_id)
     except RetryableError as exc:  # not cancelled: keep it running and try again at the next poll
-        honour_retry_after(settings, exc)
-        delay = max(leases.not_before(settings, exc.retry_after), backoff_delay(settings, job.poll_count))
-        _reschedule(settings, job, delay,
+        _reschedule(settings, job, _after_refusal(settings, job, exc),
                     error=f"past the maximum research time; cancelling failed, will try again: {exc}")  # fmt: skip
         return
     except PermanentError:  # the API refuses to cancel what has just ended: record how it ended
